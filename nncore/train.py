@@ -1,0 +1,459 @@
+"""Mini-batch SGD with per-epoch records.
+
+One epoch:
+
+1. The training rows are permuted with the run's ``Generator`` (unless
+   ``shuffle=False``: batches then follow data order, so runs can be compared
+   step by step with other implementations) and cut into batches of ``m``
+   rows. **The last partial batch is kept**: if ``n % m != 0`` the epoch ends
+   with one batch of ``n % m`` rows whose gradient is averaged over its own
+   size (Nielsen's and scikit-learn's rule). An epoch has ``ceil(n/m)`` steps.
+2. Each step (see :mod:`nncore.regularizers` for the decay rate ``d``)::
+
+       g   = (1/m) * sum_{x in batch} dC_x/dW           (+ decay term, below)
+       L2: W <- (1 - eta*d) W - eta*g                   (momentum 0)
+       L1: W <- W - eta*d*sign(W) - eta*g
+       with momentum mu:  v <- mu*v - eta*(g + dP/dW);  W <- W + v
+       biases: b <- b - eta * (1/m) sum dC_x/db          (never decayed)
+
+3. At the end of the epoch the losses are computed once, vectorized, over the
+   whole training set and the evaluation set with the final weights, plus the
+   per-layer statistics and the full-training-set gradient norms, into an
+   immutable :class:`~nncore.records.EpochRecord` handed to every callback.
+
+A callback returning ``True`` stops training after that epoch (exceptions it
+raises propagate, which is how a tuner prunes). A non-finite loss or weight
+raises :class:`DivergenceError` naming the epoch and the layer.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from nncore import activations as act
+from nncore.costs import output_delta, summed_loss
+from nncore.network import Network
+from nncore.records import EpochRecord, LayerStats, LossParts
+from nncore.regularizers import CONVENTIONS, PENALTIES, Regularizer
+
+Callback = Callable[[EpochRecord], "bool | None"]
+
+#: Rows per chunk when losses and gradients are measured over a whole set.
+MEASURE_CHUNK = 4096
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss or weight.
+
+    Attributes: ``epoch`` (1-based), ``layer`` (1-based weight layer whose values
+    overflowed, or ``None`` if unknown), ``record`` (the epoch's record, with
+    the non-finite values, or ``None``).
+    """
+
+    def __init__(self, epoch: int, layer: int | None, detail: str, record: EpochRecord | None = None) -> None:
+        where = f" in layer{layer}" if layer is not None else ""
+        super().__init__(f"training diverged at epoch {epoch}{where}: {detail}")
+        self.epoch = epoch
+        self.layer = layer
+        self.detail = detail
+        self.record = record
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _finite_number(name: str, value: object, *, low: float, low_open: bool, high: float | None = None,
+                   high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if ok:
+        v = float(value)  # type: ignore[arg-type]
+        ok = math.isfinite(v) and (v > low if low_open else v >= low)
+        if ok and high is not None:
+            ok = v < high if high_open else v <= high
+    if not ok:
+        lo = "(" if low_open else "["
+        hi = (")" if high_open else "]") if high is not None else ")"
+        raise ValueError(f"{name} must be a finite number in {lo}{low}, {high if high is not None else 'inf'}{hi}, "
+                         f"got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run. Validated on construction.
+
+    ``eta``: learning rate (> 0). ``epochs``: maximum number of epochs (>= 1).
+    ``batch_size``: rows per mini-batch ``m`` (1 <= m <= n_train, checked in :func:`train`).
+    ``lmbda``/``penalty``/``convention``: the weight penalty, see :mod:`nncore.regularizers`.
+    ``momentum``: ``mu`` in [0, 1). ``shuffle``: permute rows every epoch.
+    ``early_stopping``: stop after this many epochs without improvement of ``monitor`` (None: off).
+    ``schedule_patience``: multiply eta by ``schedule_factor`` after this many epochs without
+    improvement, and stop once eta < ``min_eta_ratio`` * initial eta (Nielsen's schedule; None: off).
+    ``monitor``: the metric both watch; default ``eval/accuracy`` (``train/accuracy`` without an
+    eval set). Names ending in ``accuracy`` are maximized, others minimized.
+    ``track_gradients``: measure full-training-set gradient norms every epoch (costs one extra
+    forward/backward pass over the training set per epoch).
+    """
+
+    eta: float = 0.5
+    epochs: int = 30
+    batch_size: int = 10
+    lmbda: float = 0.0
+    penalty: str = "l2"
+    convention: str = "dataset"
+    momentum: float = 0.0
+    shuffle: bool = True
+    early_stopping: int | None = None
+    schedule_patience: int | None = None
+    schedule_factor: float = 0.5
+    min_eta_ratio: float = 1.0 / 128.0
+    monitor: str | None = None
+    track_gradients: bool = True
+
+    def __post_init__(self) -> None:
+        _finite_number("eta", self.eta, low=0.0, low_open=True)
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        _finite_number("lmbda", self.lmbda, low=0.0, low_open=False)
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {list(PENALTIES)}, got {self.penalty!r}")
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {list(CONVENTIONS)}, got {self.convention!r}")
+        _finite_number("momentum", self.momentum, low=0.0, low_open=False, high=1.0, high_open=True)
+        if self.early_stopping is not None:
+            _positive_int("early_stopping", self.early_stopping)
+        if self.schedule_patience is not None:
+            _positive_int("schedule_patience", self.schedule_patience)
+        _finite_number("schedule_factor", self.schedule_factor, low=0.0, low_open=True, high=1.0, high_open=True)
+        _finite_number("min_eta_ratio", self.min_eta_ratio, low=0.0, low_open=True, high=1.0)
+
+    @property
+    def regularizer(self) -> Regularizer:
+        return Regularizer(self.penalty, float(self.lmbda), self.convention)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the records, why training stopped, and the trained network."""
+
+    network: Network
+    records: list[EpochRecord] = field(default_factory=list)
+    stop_reason: str = "completed"
+
+    @property
+    def final(self) -> EpochRecord:
+        return self.records[-1]
+
+
+def as_targets(Y: np.ndarray, n_out: int, dtype: np.dtype, name: str = "Y") -> np.ndarray:
+    """One-hot targets of shape ``(n, n_out)``: integer labels ``(n,)`` are expanded."""
+    Y = np.asarray(Y)
+    if Y.ndim == 1:
+        if not np.issubdtype(Y.dtype, np.integer):
+            raise ValueError(f"{name} must be integer labels of shape (n,) or one-hot targets of shape "
+                             f"(n, {n_out}), got dtype {Y.dtype} with shape {Y.shape}")
+        if Y.size and (Y.min() < 0 or Y.max() >= n_out):
+            raise ValueError(f"{name} labels must be in [0, {n_out - 1}], got values in [{Y.min()}, {Y.max()}]")
+        out = np.zeros((len(Y), n_out), dtype=dtype)
+        out[np.arange(len(Y)), Y] = 1
+        return out
+    if Y.ndim != 2 or Y.shape[1] != n_out:
+        raise ValueError(f"{name} must have shape (n, {n_out}) or (n,), got {Y.shape}")
+    return np.ascontiguousarray(Y, dtype=dtype)
+
+
+def check_data(network: Network, X: np.ndarray, Y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a data set for ``network`` and return C-contiguous ``(X, Y)`` in its dtype."""
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != network.sizes[0]:
+        raise ValueError(f"{name} inputs must have shape (n, {network.sizes[0]}), got {X.shape}")
+    if len(X) == 0:
+        raise ValueError(f"{name} inputs must have at least one row, got 0")
+    Xc = np.ascontiguousarray(X, dtype=network.dtype)
+    # a finite sum proves every entry finite (NaN and inf propagate); only then skip the full scan
+    if not np.isfinite(Xc.sum(dtype=np.float64)) and not np.isfinite(Xc).all():
+        bad = int(np.argwhere(~np.isfinite(Xc))[0][0])
+        raise ValueError(f"{name} inputs must be finite, got NaN or inf (first in row {bad})")
+    Yc = as_targets(Y, network.sizes[-1], network.dtype, name=f"{name} targets")
+    if len(Yc) != len(Xc):
+        raise ValueError(f"{name} inputs and targets must have the same number of rows, "
+                         f"got {len(Xc)} inputs and {len(Yc)} targets")
+    if not np.isfinite(Yc).all():
+        raise ValueError(f"{name} targets must be finite, got NaN or inf")
+    return Xc, Yc
+
+
+@dataclass
+class _Measure:
+    data_loss: float
+    accuracy: float
+    grad_w: list[np.ndarray] | None
+    first_bad_layer: int | None
+
+
+def _measure(net: Network, X: np.ndarray, Y: np.ndarray, with_grad: bool) -> _Measure:
+    """Mean data loss, accuracy and (optionally) data-loss gradients over a whole set, in chunks."""
+    n = len(X)
+    loss = 0.0
+    correct = 0
+    grads = [np.zeros(w.shape, dtype=np.float64) for w in net.weights] if with_grad else None
+    bad: int | None = None
+    for start in range(0, n, MEASURE_CHUNK):
+        xb, yb = X[start:start + MEASURE_CHUNK], Y[start:start + MEASURE_CHUNK]
+        zs, acts = net.forward(xb)
+        if bad is None:
+            for l, a in enumerate(acts[1:]):
+                if not np.isfinite(a).all():
+                    bad = l + 1
+                    break
+        loss += summed_loss(net.cost, zs[-1], acts[-1], yb)
+        correct += int(np.count_nonzero(acts[-1].argmax(axis=1) == yb.argmax(axis=1)))
+        if grads is not None:
+            delta = np.empty_like(acts[-1])
+            output_delta(net.cost, acts[-1], yb, delta, np.empty_like(delta))
+            for l in range(net.n_layers - 1, -1, -1):
+                grads[l] += delta.T @ acts[l]
+                if l > 0:
+                    delta = delta @ net.weights[l]
+                    act.multiply_by_derivative(net.layer_activation(l - 1), delta, acts[l], np.empty_like(delta))
+    if grads is not None:
+        for g in grads:
+            g /= n
+    return _Measure(loss / n, correct / n, grads, bad)
+
+
+class SGD:
+    """One network's mini-batch SGD, with every per-step buffer allocated once.
+
+    ``SGD(net, batch_size, regularizer, momentum).epoch(X, Y, eta, order)`` runs
+    one pass over ``X`` in the row order ``order`` (``None``: data order) and
+    returns the epoch's multiplicative decay factor. Batches are gathered into
+    a reused ``(m, n_in)`` buffer, so nothing allocated per step or per epoch
+    grows with the data set and the training set is never copied.
+    """
+
+    def __init__(self, net: Network, batch_size: int, regularizer: Regularizer, momentum: float = 0.0) -> None:
+        self.net = net
+        self.m = m = batch_size
+        self.reg = regularizer
+        self.reg_kind = regularizer.kind if regularizer.active else "none"
+        self.momentum = momentum
+        dt = net.dtype
+        self.acts = [net.layer_activation(l) for l in range(net.n_layers)]
+        self.wt = [w.T for w in net.weights]  # views: stay valid as W is updated in place
+        self.xb = np.empty((m, net.sizes[0]), dtype=dt)
+        self.yb = np.empty((m, net.sizes[-1]), dtype=dt)
+        self.a = [np.empty((m, s), dtype=dt) for s in net.sizes[1:]]
+        self.d = [np.empty((m, s), dtype=dt) for s in net.sizes[1:]]
+        self.t = [np.empty((m, s), dtype=dt) for s in net.sizes[1:]]
+        self.gw = [np.empty_like(w) for w in net.weights]
+        self.gb = [np.empty_like(b) for b in net.biases]
+        self.vw = [np.zeros_like(w) for w in net.weights] if momentum else None
+        self.vb = [np.zeros_like(b) for b in net.biases] if momentum else None
+
+    def epoch(self, X: np.ndarray, Y: np.ndarray, eta: float, order: np.ndarray | None = None) -> float:
+        """One pass over all rows; returns prod(1 - eta*d) over the steps (1.0 unless L2)."""
+        n, m = len(X), self.m
+        full_rate = self.reg.rate(n, m)
+        decay_factor = 1.0
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            for start in range(0, n, m):
+                mb = min(m, n - start)
+                rate = full_rate if mb == m else self.reg.rate(n, mb)
+                if order is None:
+                    xb, yb = X[start:start + mb], Y[start:start + mb]
+                else:
+                    idx = order[start:start + mb]
+                    xb, yb = self.xb[:mb], self.yb[:mb]
+                    np.take(X, idx, axis=0, out=xb, mode="clip")  # "clip": no buffered copy of out
+                    np.take(Y, idx, axis=0, out=yb, mode="clip")
+                self.step(xb, yb, eta, rate)
+                if self.reg_kind == "l2":
+                    decay_factor *= 1.0 - eta * rate
+        return decay_factor
+
+    def step(self, xb: np.ndarray, yb: np.ndarray, eta: float, decay: float) -> None:
+        """One SGD step on the batch ``(xb, yb)`` with decay rate ``decay`` (see module doc)."""
+        net = self.net
+        mb = len(xb)
+        L = net.n_layers
+        full = mb == self.m
+        a_bufs = self.a if full else [a[:mb] for a in self.a]
+        d_bufs = self.d if full else [d[:mb] for d in self.d]
+        t_bufs = self.t if full else [t[:mb] for t in self.t]
+        # forward: activations are computed in place over the pre-activations
+        a = xb
+        for l in range(L):
+            z = a_bufs[l]
+            np.matmul(a, self.wt[l], out=z)
+            z += net.biases[l]
+            a = act.apply(self.acts[l], z, out=z)
+        # backward; the output delta is scaled by eta/m once, so every gradient below is
+        # already eta * (mean gradient): no per-layer scaling needed.
+        delta = output_delta(net.cost, a, yb, d_bufs[L - 1], t_bufs[L - 1])
+        delta *= eta / mb
+        for l in range(L - 1, -1, -1):
+            prev = a_bufs[l - 1] if l > 0 else xb
+            np.matmul(delta.T, prev, out=self.gw[l])
+            np.add.reduce(delta, axis=0, out=self.gb[l])
+            if l > 0:
+                nxt = d_bufs[l - 1]
+                np.matmul(delta, net.weights[l], out=nxt)
+                act.multiply_by_derivative(self.acts[l - 1], nxt, prev, t_bufs[l - 1])
+                delta = nxt
+        # update
+        reg_kind, momentum = self.reg_kind, self.momentum
+        for l in range(L):
+            w, b, gw, gb = net.weights[l], net.biases[l], self.gw[l], self.gb[l]
+            if self.vw is None:
+                if decay:
+                    if reg_kind == "l2":
+                        w *= 1.0 - eta * decay
+                    else:
+                        w -= (eta * decay) * np.sign(w)
+                w -= gw
+                b -= gb
+            else:
+                vw, vb = self.vw[l], self.vb[l]  # type: ignore[index]
+                vw *= momentum
+                vw -= gw
+                if decay:
+                    vw -= (eta * decay) * (w if reg_kind == "l2" else np.sign(w))
+                w += vw
+                vb *= momentum
+                vb -= gb
+                b += vb
+
+
+def _improved(value: float, best: float | None, maximize: bool) -> bool:
+    if best is None:
+        return True
+    return value > best if maximize else value < best
+
+
+def train(
+    network: Network,
+    X: np.ndarray,
+    Y: np.ndarray,
+    config: TrainConfig,
+    *,
+    eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+    rng: np.random.Generator | int | None = None,
+    callbacks: Iterable[Callback] = (),
+) -> TrainResult:
+    """Train ``network`` in place with mini-batch SGD; return its per-epoch records.
+
+    ``X``: inputs ``(n, sizes[0])``; ``Y``: one-hot ``(n, sizes[-1])`` or integer labels ``(n,)``.
+    ``eval_data``: optional ``(X_eval, Y_eval)`` measured every epoch (its penalty uses ``n``).
+    ``rng``: Generator (or seed) for shuffling. ``callbacks``: called with each record;
+    returning ``True`` stops training.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    X, Y = check_data(network, X, Y, "training")
+    n = len(X)
+    m = config.batch_size
+    if m > n:
+        raise ValueError(f"batch_size must be in [1, n_train={n}], got {m}")
+    Xe = Ye = None
+    if eval_data is not None:
+        Xe, Ye = check_data(network, eval_data[0], eval_data[1], "evaluation")
+    if rng is None or isinstance(rng, (int, np.integer)):
+        rng = np.random.default_rng(0 if rng is None else int(rng))
+    elif not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}")
+    callbacks = list(callbacks)
+    monitor = config.monitor or ("eval/accuracy" if Xe is not None else "train/accuracy")
+    if monitor.startswith("eval/") and Xe is None:
+        raise ValueError(f"monitor {monitor!r} needs eval_data, got none")
+    maximize = monitor.endswith("accuracy")
+
+    reg = config.regularizer
+    sgd = SGD(network, m, reg, config.momentum)
+    eta = float(config.eta)
+    result = TrainResult(network=network)
+    best: float | None = None
+    since_best = 0
+    since_change = 0
+    n_steps = math.ceil(n / m)
+
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        w_start = [w.copy() for w in network.weights]
+        order = rng.permutation(n) if config.shuffle else None
+        decay_factor = sgd.epoch(X, Y, eta, order)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            record, bad_layer = _record(network, X, Y, Xe, Ye, reg, n, m, epoch, eta, decay_factor, w_start,
+                                        config.track_gradients, n_steps, t0)
+        values = record.to_metrics()
+        if not all(math.isfinite(v) for k, v in values.items() if not k.endswith("grad_norm")):
+            bad_keys = [k for k, v in values.items() if not math.isfinite(v)]
+            raise DivergenceError(epoch, bad_layer, f"non-finite values in {', '.join(bad_keys[:4])}"
+                                  f"{' ...' if len(bad_keys) > 4 else ''} (eta={eta:g})", record)
+        result.records.append(record)
+        stop = False
+        for cb in callbacks:
+            if cb(record) is True:
+                stop = True
+        if stop:
+            result.stop_reason = "callback"
+            break
+        value = values[monitor]
+        if _improved(value, best, maximize):
+            best, since_best, since_change = value, 0, 0
+        else:
+            since_best += 1
+            since_change += 1
+        if config.early_stopping is not None and since_best >= config.early_stopping:
+            result.stop_reason = "early_stopping"
+            break
+        if config.schedule_patience is not None and since_change >= config.schedule_patience:
+            eta *= config.schedule_factor
+            since_change = 0
+            if eta < config.eta * config.min_eta_ratio:
+                result.stop_reason = "schedule_floor"
+                break
+    return result
+
+
+def _record(net: Network, X: np.ndarray, Y: np.ndarray, Xe: np.ndarray | None, Ye: np.ndarray | None,
+            reg: Regularizer, n: int, m: int, epoch: int, eta: float, decay_factor: float,
+            w_start: Sequence[np.ndarray], track_gradients: bool, n_steps: int, t0: float
+            ) -> tuple[EpochRecord, int | None]:
+    penalty = reg.penalty(net.weights, n, m)
+    tr = _measure(net, X, Y, track_gradients)
+    ev = _measure(net, Xe, Ye, False) if Xe is not None and Ye is not None else None
+    rate = reg.rate(n, m)
+    layers = []
+    bad_layer = None
+    for l, (w, b) in enumerate(zip(net.weights, net.biases)):
+        if bad_layer is None and not (np.isfinite(w).all() and np.isfinite(b).all()):
+            bad_layer = l + 1
+        if tr.grad_w is not None:
+            g = tr.grad_w[l] + reg.gradient(w.astype(np.float64), rate)
+            grad_norm = float(np.linalg.norm(g))
+        else:
+            grad_norm = float("nan")
+        start_norm = float(np.linalg.norm(w_start[l]))
+        update = float(np.linalg.norm((w - w_start[l]).astype(np.float64, copy=False)))
+        ratio = update / start_norm if start_norm > 0 else float("inf") if update > 0 else 0.0
+        layers.append(LayerStats.of(w, b, grad_norm, ratio))
+    if bad_layer is None:
+        bad_layer = tr.first_bad_layer
+    record = EpochRecord(
+        epoch=epoch,
+        eta=eta,
+        train=LossParts.of(tr.data_loss, penalty, tr.accuracy),
+        eval=LossParts.of(ev.data_loss, penalty, ev.accuracy) if ev is not None else None,
+        layers=tuple(layers),
+        decay_factor=decay_factor,
+        epoch_time=time.perf_counter() - t0,
+        n_steps=n_steps,
+    )
+    return record, bad_layer
