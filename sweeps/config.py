@@ -1,0 +1,307 @@
+"""Sweep configuration: one YAML file = one study, parsed once into validated objects.
+
+Every error is raised here, before a study, an experiment or a file exists, as a
+:class:`ConfigError` that names the field (``study.sampler.name``), the allowed
+values and the value got. Unknown keys and duplicate keys are errors, and
+``1e-3`` is read as a number (PyYAML alone would read it as a string).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nncore.activations import ACTIVATIONS
+from nncore.costs import COSTS
+from nncore.initializers import INITIALIZERS
+from nncore.regularizers import CONVENTIONS, PENALTIES
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "nsga2", "gp")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
+
+#: Fields of ``training`` a search space may vary.
+TRAINING_PARAMS = ("eta", "lmbda", "batch_size", "epochs", "momentum", "penalty", "convention")
+#: Fields of ``network`` a search space may vary.
+NETWORK_PARAMS = ("hidden", "activation", "cost", "init", "dtype")
+SEARCHABLE = TRAINING_PARAMS + NETWORK_PARAMS
+
+
+class ConfigError(ValueError):
+    """A sweep configuration is invalid; the message names every offending field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Which data set and how it is split (``n_eval`` rows are the evaluation set)."""
+
+    source: Literal["digits", "mnist"] = "digits"
+    path: str | None = Field(None, description="mnist: directory holding the IDX files")
+    url: str | None = Field(None, description="mnist: base URL to download the IDX files from")
+    checksums: dict[str, str] = Field(default_factory=dict, description="mnist download: file -> sha256")
+    cache_dir: str = "~/.cache/nnsweeps/mnist"
+    files: Literal["t10k", "train"] = "t10k"
+    n_train: int = Field(1500, ge=1)
+    n_eval: int = Field(297, ge=0)
+    n_test: int = Field(0, ge=0)
+    shuffle: bool = True
+
+    @model_validator(mode="after")
+    def _source_location(self) -> "DataConfig":
+        if self.source == "mnist" and not (self.path or self.url):
+            raise ValueError("data.source 'mnist' needs data.path (a directory of IDX files) or data.url")
+        if self.source == "digits" and self.n_train + self.n_eval + self.n_test > 1797:
+            raise ValueError(f"data.n_train + n_eval + n_test must be <= 1797 for digits, got "
+                             f"{self.n_train + self.n_eval + self.n_test}")
+        return self
+
+
+class NetworkConfig(_Strict):
+    """The network; input and output sizes come from the data set."""
+
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [30])
+    activation: Literal[ACTIVATIONS] = "sigmoid"  # type: ignore[valid-type]
+    cost: Literal[COSTS] = "cross_entropy"  # type: ignore[valid-type]
+    init: Literal[INITIALIZERS] = "default"  # type: ignore[valid-type]
+    dtype: Literal["float64", "float32"] = "float64"
+
+
+class TrainingConfig(_Strict):
+    """Fixed training settings (a search-space entry overrides the field of the same name)."""
+
+    epochs: int = Field(10, ge=1)
+    eta: float = Field(0.5, gt=0)
+    batch_size: int = Field(10, ge=1)
+    lmbda: float = Field(0.0, ge=0)
+    penalty: Literal[PENALTIES] = "l2"  # type: ignore[valid-type]
+    convention: Literal[CONVENTIONS] = "dataset"  # type: ignore[valid-type]
+    momentum: float = Field(0.0, ge=0, lt=1)
+    shuffle: bool = True
+    early_stopping: int | None = Field(None, ge=1)
+    schedule_patience: int | None = Field(None, ge=1)
+    track_gradients: bool = True
+
+    @field_validator("eta", "lmbda", "momentum")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"must be finite, got {v}")
+        return v
+
+
+class ObjectiveConfig(_Strict):
+    """The per-epoch metric optimized (reported to Optuna every epoch) and its direction."""
+
+    metric: str = "eval/accuracy"
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        ok = re.fullmatch(r"(train|eval)/(total_loss|data_loss|penalty|accuracy)", v) or re.fullmatch(
+            r"layer\d+/(weight_fro|weight_l1|weight_max_abs|weight_mean|weight_var|weight_rms|weight_sum|"
+            r"bias_norm|grad_norm|update_ratio)", v) or v in ("eta", "decay_factor", "epoch_time")
+        if not ok:
+            raise ValueError("must be an epoch-record metric such as 'eval/accuracy', 'eval/data_loss', "
+                             f"'train/total_loss' or 'layer1/weight_rms', got {v!r}")
+        return v
+
+
+class FloatParam(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> "FloatParam":
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low > self.high:
+            raise ValueError(f"needs finite low <= high, got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log=true needs low > 0, got low={self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("step cannot be combined with log=true")
+        return self
+
+
+class IntParam(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    @model_validator(mode="after")
+    def _range(self) -> "IntParam":
+        if self.low > self.high:
+            raise ValueError(f"needs low <= high, got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log=true needs low >= 1, got low={self.low}")
+        return self
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+
+
+ParamSpec = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+
+
+class SamplerConfig(_Strict):
+    name: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PrunerConfig(_Strict):
+    name: Literal[PRUNERS] = "median"  # type: ignore[valid-type]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudyConfig(_Strict):
+    """How many trials, how they are sampled and pruned, where the study is stored."""
+
+    n_trials: int = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0, description="seconds; stop starting trials after this")
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    storage: str | None = Field(None, description="Optuna storage URL; default sqlite:///optuna.db")
+    workers: int = Field(1, ge=1)
+
+
+class SweepConfig(_Strict):
+    """One study: what to train, what to vary, what to optimize."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    study: StudyConfig = Field(default_factory=StudyConfig)
+
+    @field_validator("search_space")
+    @classmethod
+    def _known_params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, spec in v.items():
+            if key not in SEARCHABLE:
+                raise ValueError(f"unknown parameter {key!r}; allowed: {', '.join(SEARCHABLE)}")
+            if key in ("batch_size", "epochs") and isinstance(spec, FloatParam):
+                raise ValueError(f"{key} must be an int or categorical parameter, got type 'float'")
+            if key == "hidden" and not isinstance(spec, CategoricalParam):
+                raise ValueError("hidden must be categorical with lists of layer sizes as choices, e.g. [[30], [100]]")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "SweepConfig":
+        if self.objective.metric.startswith("eval/") and self.data.n_eval == 0:
+            raise ValueError(f"objective.metric {self.objective.metric!r} needs data.n_eval > 0, got 0")
+        if self.study.sampler.name == "grid" and any(not isinstance(s, CategoricalParam)
+                                                     for s in self.search_space.values()):
+            raise ValueError("study.sampler 'grid' needs every search_space entry to be categorical")
+        return self
+
+    # -- derived ------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """SHA-256 over what makes trials comparable: search space, objective, direction, fixed settings."""
+        payload = {
+            "search_space": {k: v.model_dump() for k, v in sorted(self.search_space.items())},
+            "objective": self.objective.model_dump(),
+            "data": self.data.model_dump(exclude={"cache_dir"}),
+            "network": self.network.model_dump(),
+            "training": self.training.model_dump(),
+            "seed": self.seed,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def with_overrides(self, **study_fields: Any) -> "SweepConfig":
+        """A copy with ``study`` fields replaced (CLI flags), re-validated."""
+        changes = {k: v for k, v in study_fields.items() if v is not None}
+        if not changes:
+            return self
+        data = self.model_dump()
+        data["study"].update(changes)
+        return parse_config(data, source="command line")
+
+
+# -- YAML -------------------------------------------------------------------------------------
+
+_FLOAT_RE = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.?[0-9_]*(?:[eE][-+]?[0-9]+)?
+                          |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                          |[-+]?\.(?:inf|Inf|INF)
+                          |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-3`` as a float and rejects duplicate keys."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _ch in "-+0123456789.":
+    _Loader.yaml_implicit_resolvers.setdefault(_ch, [])
+    _Loader.yaml_implicit_resolvers[_ch] = [r for r in _Loader.yaml_implicit_resolvers[_ch]
+                                            if r[0] != "tag:yaml.org,2002:float"]
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                              f"(first at line {seen[key]})")
+        seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid sweep config ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in ("float", "int", "categorical")))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not allowed here)"
+        got = e.get("input")
+        got_txt = "" if e["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {loc or '<root>'}: {msg}{got_txt}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, *, source: str = "<dict>") -> SweepConfig:
+    """Validate an already-loaded mapping into a :class:`SweepConfig`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid sweep config ({source}): the top level must be a mapping, "
+                          f"got {type(data).__name__}")
+    try:
+        return SweepConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read sweep config {path}: {err.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ConfigError(f"invalid YAML in {path}: {err}") from None
+    return parse_config(data, source=str(path))

@@ -1,0 +1,206 @@
+"""The Optuna objective: one trial = one nncore training, every epoch logged and reported.
+
+Trial outcomes (Optuna state / MLflow status / ``reason``):
+
+* finished all epochs (or stopped early by nncore's early stopping): COMPLETE / FINISHED;
+  the value is the objective metric of the last epoch;
+* stopped by the pruner: PRUNED / KILLED, ``pruned at epoch k (<metric>=<value>)``;
+* diverged (NaN/inf loss or weights): **PRUNED** / KILLED, ``diverged: ...``. Pruned rather
+  than failed so that the samplers (TPE) learn that the region is bad; failed trials are
+  ignored by them;
+* any other exception: FAIL / FAILED, ``<ExceptionType>: message``; the sweep goes on;
+* interrupted (SIGINT/SIGTERM): FAIL / KILLED, ``interrupted``.
+
+Each trial's NumPy ``Generator`` derives from ``SeedSequence([seed, trial.number])``, so the
+same config and seed give the same metrics whatever worker runs the trial.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+
+import nncore
+from nncore.datasets import Dataset
+from nncore.regularizers import convert_lambda, decay_rate
+from sweeps import space
+from sweeps.config import DataConfig, SweepConfig
+from sweeps.tracking import Tracker, package_versions
+
+STUDY_ATTR_FINGERPRINT = "sweeps.fingerprint"
+STUDY_ATTR_PARENT_RUN = "sweeps.mlflow_parent_run_id"
+TRIAL_ATTR_RUN = "mlflow_run_id"
+TRIAL_ATTR_REASON = "reason"
+TRIAL_ATTR_WORKER = "worker"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised inside a running trial when the worker receives SIGINT or SIGTERM."""
+
+
+def load_data(cfg: DataConfig, seed: int) -> Dataset:
+    """Load and split the configured data set (float64; trials cast to their dtype)."""
+    from nncore import datasets
+
+    if cfg.source == "digits":
+        return datasets.load_digits(n_train=cfg.n_train, n_eval=cfg.n_eval, n_test=cfg.n_test, seed=seed,
+                                    shuffle=cfg.shuffle)
+    if cfg.path:
+        return datasets.load_mnist(Path(cfg.path).expanduser(), n_train=cfg.n_train, n_eval=cfg.n_eval,
+                                   n_test=cfg.n_test, seed=seed, shuffle=cfg.shuffle,
+                                   images=f"{cfg.files}-images-idx3-ubyte.gz",
+                                   labels=f"{cfg.files}-labels-idx1-ubyte.gz")
+    return datasets.load_mnist_download(cfg.url, Path(cfg.cache_dir).expanduser(), checksums=cfg.checksums or None,
+                                        n_train=cfg.n_train, n_eval=cfg.n_eval, n_test=cfg.n_test, use=cfg.files,
+                                        seed=seed, shuffle=cfg.shuffle)
+
+
+def trial_params(cfg: SweepConfig, settings: dict[str, Any], data: Dataset, trial_number: int) -> dict[str, Any]:
+    """Every setting of a trial, flat, as logged to MLflow (suggested and fixed alike)."""
+    n = data.train.n
+    m = int(settings["batch_size"])
+    params = dict(settings)
+    params["sizes"] = [data.n_features, *settings["hidden"], data.n_classes]
+    params.update({
+        "seed": cfg.seed, "trial_number": trial_number, "study": cfg.name,
+        "data.source": cfg.data.source, "n_train": n, "n_eval": data.eval.n if data.eval else 0,
+        "n_test": data.test.n if data.test else 0,
+        "objective.metric": cfg.objective.metric, "objective.direction": cfg.objective.direction,
+    })
+    if settings["penalty"] != "none":
+        lm = float(settings["lmbda"])
+        conv = settings["convention"]
+        params["decay_rate"] = decay_rate(lm, conv, n_train=n, batch_size=m)
+        for other in ("dataset", "per_batch", "decoupled"):
+            params[f"lmbda_as_{other}"] = convert_lambda(lm, from_convention=conv, to_convention=other,
+                                                         n_train=n, batch_size=m)
+    params.update(package_versions())
+    return params
+
+
+def _reason_of(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Objective:
+    """Callable objective bound to a config, a loaded data set and (optionally) a tracker."""
+
+    def __init__(self, cfg: SweepConfig, data: Dataset, tracker: Tracker | None, parent_run_id: str | None, *,
+                 artifacts: bool = True, interrupt_flag: Callable[[], bool] = lambda: False) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.tracker = tracker
+        self.parent_run_id = parent_run_id
+        self.artifacts = artifacts
+        self.interrupt_flag = interrupt_flag
+        self.in_trial = False
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.in_trial = True
+        try:
+            if self.interrupt_flag():
+                raise Interrupted("interrupted before the trial started")
+            return self._run(trial)
+        finally:
+            self.in_trial = False
+
+    def _run(self, trial: optuna.Trial) -> float:
+        cfg = self.cfg
+        trial.set_user_attr(TRIAL_ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
+        settings = space.suggest(trial, cfg)
+        params = trial_params(cfg, settings, self.data, trial.number)
+        run_id = None
+        if self.tracker is not None:
+            run_id = self.tracker.start_trial(self.parent_run_id or "", cfg.name, trial.number, params)
+            trial.set_user_attr(TRIAL_ATTR_RUN, run_id)
+        history: list[dict[str, float]] = []
+        net = None
+        try:
+            if settings["batch_size"] > self.data.train.n:
+                raise ValueError(f"batch_size must be <= n_train={self.data.train.n}, got {settings['batch_size']}")
+            init_seq, shuffle_seq = np.random.SeedSequence([cfg.seed, trial.number]).spawn(2)
+            net = nncore.Network(params["sizes"], activation=settings["activation"], cost=settings["cost"],
+                                 init=settings["init"], dtype=settings["dtype"],
+                                 rng=np.random.default_rng(init_seq))
+            train_cfg = nncore.TrainConfig(
+                eta=float(settings["eta"]), epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]),
+                lmbda=float(settings["lmbda"]), penalty=settings["penalty"], convention=settings["convention"],
+                momentum=float(settings["momentum"]), shuffle=settings["shuffle"],
+                early_stopping=settings["early_stopping"], schedule_patience=settings["schedule_patience"],
+                monitor=cfg.objective.metric if cfg.objective.metric.endswith("accuracy") else None,
+                track_gradients=settings["track_gradients"])
+            metric = cfg.objective.metric
+
+            def on_epoch(record: nncore.EpochRecord) -> None:
+                values = record.to_metrics()
+                history.append(values)
+                if run_id is not None:
+                    self.tracker.log_epoch(run_id, values, record.epoch)  # type: ignore[union-attr]
+                trial.report(values[metric], record.epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {record.epoch} ({metric}={values[metric]:.6g})")
+
+            eval_data = (self.data.eval.X, self.data.eval.Y) if self.data.eval is not None else None
+            result = nncore.train(net, self.data.train.X, self.data.train.Y, train_cfg, eval_data=eval_data,
+                                  rng=np.random.default_rng(shuffle_seq), callbacks=[on_epoch])
+            value = history[-1][metric]
+            trial.set_user_attr("stop_reason", result.stop_reason)
+            trial.set_user_attr("epochs_run", len(history))
+            self._finish(trial, run_id, "COMPLETE", "", net, history, params)
+            return value
+        except optuna.TrialPruned as exc:
+            self._finish(trial, run_id, "PRUNED", str(exc), net, history, params)
+            raise
+        except nncore.DivergenceError as exc:
+            if exc.record is not None and run_id is not None:
+                self.tracker.log_epoch(run_id, exc.record.to_metrics(), exc.record.epoch)  # type: ignore[union-attr]
+            reason = f"diverged: {exc}"
+            self._finish(trial, run_id, "PRUNED", reason, None, history, params)
+            raise optuna.TrialPruned(reason) from exc
+        except Exception as exc:
+            self._finish(trial, run_id, "FAIL", _reason_of(exc), None, history, params)
+            raise
+        except KeyboardInterrupt as exc:
+            self._finish(trial, run_id, "FAIL", f"interrupted ({exc})" if str(exc) else "interrupted", None,
+                         history, params, status="KILLED")
+            raise
+
+    def _finish(self, trial: optuna.Trial, run_id: str | None, state: str, reason: str, net: Any,
+                history: list[dict[str, float]], params: dict[str, Any], status: str | None = None) -> None:
+        if reason:
+            trial.set_user_attr(TRIAL_ATTR_REASON, reason)
+        if run_id is None or self.tracker is None:
+            return
+        try:
+            if self.artifacts and history and state != "FAIL":
+                self._log_artifacts(run_id, net, history, params)
+        finally:
+            self.tracker.finish(run_id, state, reason, status=status)
+
+    def _log_artifacts(self, run_id: str, net: Any, history: list[dict[str, float]], params: dict[str, Any]) -> None:
+        from sweeps import plots
+
+        assert self.tracker is not None
+        with tempfile.TemporaryDirectory() as tmp:
+            tmpdir = Path(tmp)
+            files = []
+            if net is not None:
+                from nncore import io as nnio
+
+                extra = {k: params[k] for k in ("penalty", "lmbda", "convention", "n_train", "batch_size", "eta")}
+                files.append(nnio.save(net, tmpdir / "network.npz", extra=extra))
+                try:
+                    files.append(nnio.export_network2(net, tmpdir / "network2.json"))
+                except ValueError:
+                    pass  # network2.py cannot represent this net (softmax or non-sigmoid hidden layers)
+            files.append(plots.save_figure(plots.loss_decomposition_figure(history), tmpdir / "loss_decomposition.png"))
+            files.append(plots.save_figure(plots.layer_norms_figure(history), tmpdir / "layer_norms.png"))
+            for f in files:
+                self.tracker.log_artifact(run_id, f)

@@ -1,0 +1,125 @@
+"""Where studies and runs live: the Optuna storage and the MLflow tracking location.
+
+Precedence, highest first:
+
+* Optuna storage: ``--storage`` flag > ``SWEEPS_STORAGE`` env > ``study.storage`` in the
+  sweep YAML > ``sqlite:///optuna.db`` (in the working directory).
+* MLflow: ``--tracking-uri`` flag > ``MLFLOW_TRACKING_URI`` env > ``tracking_uri`` in
+  ``mlflow.yml`` > ``sqlite:///mlflow.db`` (in the working directory). ``mlflow.yml`` also
+  sets ``experiment_prefix`` (default ``sweeps/``: the study ``digits`` logs to the
+  experiment ``sweeps/digits``) and ``artifact_location`` (default: MLflow's own,
+  ``./mlruns`` for a local store).
+
+Optuna storage URLs: any SQLAlchemy URL (``sqlite:///optuna.db``,
+``postgresql+psycopg2://user@host/db``) opens an ``RDBStorage`` with a heartbeat, so a
+killed worker's trial is failed (and its MLflow run closed) when a worker next asks
+for a trial; a path ending in ``.log`` / ``.journal`` or ``journal:///path`` opens a
+``JournalStorage`` file (no heartbeat); ``redis://`` a Redis journal.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_PREFIX = "sweeps/"
+MLFLOW_YML = "mlflow.yml"
+
+#: Seconds between a running trial's heartbeats, and after which a silent trial is failed.
+HEARTBEAT_INTERVAL = 10
+HEARTBEAT_GRACE = 60
+
+#: Bounded retries against a tracking server (MLflow's defaults block ~4 min per call).
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+@dataclass(frozen=True)
+class Locations:
+    """Resolved locations for one sweep (plain strings: they travel to worker processes)."""
+
+    storage: str
+    tracking_uri: str
+    experiment_prefix: str = DEFAULT_PREFIX
+    artifact_location: str | None = None
+
+    def experiment_name(self, study_name: str) -> str:
+        return f"{self.experiment_prefix}{study_name}"
+
+
+def read_mlflow_yml(path: str | Path | None = None) -> dict[str, Any]:
+    """Read ``mlflow.yml`` (``tracking_uri``, ``experiment_prefix``, ``artifact_location``); {} if absent."""
+    p = Path(path) if path is not None else Path(MLFLOW_YML)
+    if not p.is_file():
+        if path is not None:
+            raise ValueError(f"mlflow config {p} does not exist")
+        return {}
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: the top level must be a mapping, got {type(data).__name__}")
+    allowed = {"tracking_uri", "experiment_prefix", "artifact_location"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ValueError(f"{p}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    return data
+
+
+def resolve_locations(
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    config_storage: str | None = None,
+    mlflow_yml: str | Path | None = None,
+) -> Locations:
+    """Apply the precedence rules in the module docstring."""
+    yml = read_mlflow_yml(mlflow_yml)
+    return Locations(
+        storage=storage or os.environ.get("SWEEPS_STORAGE") or config_storage or DEFAULT_STORAGE,
+        tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or yml.get("tracking_uri")
+        or DEFAULT_TRACKING_URI,
+        experiment_prefix=yml.get("experiment_prefix", DEFAULT_PREFIX),
+        artifact_location=yml.get("artifact_location"),
+    )
+
+
+def open_storage(url: str, *, heartbeat: bool = True) -> Any:
+    """Open an Optuna storage for ``url`` with the settings that make it safe for several workers."""
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+
+    if url.startswith("journal://"):
+        return JournalStorage(JournalFileBackend(url[len("journal://"):]))
+    if url.endswith((".log", ".journal")) and "://" not in url:
+        return JournalStorage(JournalFileBackend(url))
+    if url.startswith("redis://"):
+        return JournalStorage(JournalRedisBackend(url))
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 30}}
+    elif url.startswith(("postgresql", "mysql")):
+        engine_kwargs = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
+    if heartbeat:
+        kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=HEARTBEAT_GRACE)
+    try:
+        return RDBStorage(url, **kwargs)
+    except Exception as err:  # noqa: BLE001 - re-raised with the URL named
+        raise ValueError(f"cannot open Optuna storage {url!r}: {err}") from err
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def bound_mlflow_http_retries() -> None:
+    """Set bounded MLflow HTTP retry/timeout defaults unless the user set them."""
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
