@@ -38,7 +38,7 @@ import numpy as np
 from nncore import activations as act
 from nncore.costs import output_delta, summed_loss
 from nncore.network import Network
-from nncore.records import EpochRecord, LayerStats, LossParts
+from nncore.records import EpochRecord, LayerStats, LossParts, metric_names
 from nncore.regularizers import CONVENTIONS, PENALTIES, Regularizer
 
 Callback = Callable[[EpochRecord], "bool | None"]
@@ -370,8 +370,11 @@ def train(
         raise ValueError(f"rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}")
     callbacks = list(callbacks)
     monitor = config.monitor or ("eval/accuracy" if Xe is not None else "train/accuracy")
-    if monitor.startswith("eval/") and Xe is None:
-        raise ValueError(f"monitor {monitor!r} needs eval_data, got none")
+    known = metric_names(network.n_layers, has_eval=Xe is not None)
+    if monitor not in known:
+        needs_eval = " (eval/ metrics need eval_data)" if monitor.startswith("eval/") and Xe is None else ""
+        raise ValueError(f"monitor must be one of the record's metrics, e.g. 'eval/accuracy', 'train/total_loss', "
+                         f"'layer1/weight_rms'{needs_eval}, got {monitor!r}")
     maximize = monitor.endswith("accuracy")
 
     reg = config.regularizer
@@ -446,6 +449,8 @@ def _record(net: Network, X: np.ndarray, Y: np.ndarray, Xe: np.ndarray | None, Y
         layers.append(LayerStats.of(w, b, grad_norm, ratio))
     if bad_layer is None:
         bad_layer = tr.first_bad_layer
+    if bad_layer is None:  # weights finite but their statistics overflow (|w| near the float maximum)
+        bad_layer = next((i for i, ls in enumerate(layers, start=1) if not ls.finite), None)
     record = EpochRecord(
         epoch=epoch,
         eta=eta,

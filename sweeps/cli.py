@@ -157,6 +157,34 @@ def run(config: str, workers: int | None, n_trials: int | None, storage: str | N
         click.echo(f"browse: sweeps ui{' --tracking-uri ' + tracking_uri if tracking_uri else ''}")
 
 
+@main.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@storage_option
+@tracking_option
+@mlflow_yml_option
+@click.option("--new-study", is_flag=True, help="As for 'run'.")
+def prepare(config: str, storage: str | None, tracking_uri: str | None, mlflow_yml: str | None,
+            new_study: bool) -> None:
+    """Create the study, the MLflow store and the study's parent run, and run no trial.
+
+    For deployments where several launchers (machines, containers) share one study: run this once
+    first so they do not race to create the study and its parent run.
+    """
+    cfg = _config(config)
+    loc = _locations(storage, tracking_uri, mlflow_yml, cfg)
+    from sweeps.runner import prepare as prepare_sweep
+
+    try:
+        prep = prepare_sweep(cfg, loc, new_study=new_study)
+    except ConfigError as err:
+        _fail(str(err))
+        return
+    except (OSError, ValueError) as err:
+        _fail(str(err), EXIT_UNAVAILABLE)
+        return
+    click.echo(f"study {prep.name!r} ready in {loc.storage}; parent run {prep.parent_run_id} in {loc.tracking_uri}")
+
+
 def _load_study(name: str, loc: Any) -> Any:
     import optuna
 

@@ -214,8 +214,11 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, n_trials: int, p
         threadpool_limits = None
     limiter = threadpool_limits(1) if threadpool_limits is not None else None
     try:
+        # n_trials is this worker's share; MaxTrialsCallback (all states) also stops it once the shared
+        # study holds cfg.study.n_trials trials, when several launchers (machines) work on one study.
+        cap = optuna.study.MaxTrialsCallback(cfg.study.n_trials, states=None)
         study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
-                       callbacks=[stop_between_trials], gc_after_trial=False, show_progress_bar=False)
+                       callbacks=[stop_between_trials, cap], gc_after_trial=False, show_progress_bar=False)
     finally:
         if limiter is not None:
             limiter.unregister()
@@ -281,20 +284,49 @@ def _split(total: int, parts: int) -> list[int]:
 ProgressFn = Callable[[dict[str, int], float | None, int], None]
 
 
-def run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None = None, n_trials: int | None = None,
-              new_study: bool = False, tracking: bool = True, artifacts: bool = True,
-              progress: ProgressFn | None = None, poll_interval: float = 1.0) -> SweepSummary:
-    """Run (or resume) the study described by ``cfg`` until it has ``n_trials`` finished trials."""
-    cfg = cfg.with_overrides(workers=workers, n_trials=n_trials)
+@dataclass
+class Prepared:
+    """A study ready for workers: its name, the study, the tracker and the parent run id."""
+
+    cfg: SweepConfig
+    name: str
+    study: optuna.Study
+    tracker: Tracker | None
+    parent_run_id: str | None
+
+
+def prepare(cfg: SweepConfig, loc: Locations, *, new_study: bool = False, tracking: bool = True) -> Prepared:
+    """Everything that must exist before workers start: data check, study, MLflow store and parent run.
+
+    Idempotent: a second launcher (or ``sweeps prepare`` run first, as docker-compose does) finds the
+    study and its parent run (the run id is a study user attribute) and reuses them.
+    """
     load_data(cfg.data, cfg.seed)  # fails now (missing file, bad checksum) rather than in every worker
     bound_mlflow_http_retries()
     name, study = prepare_study(cfg, loc, new_study=new_study)
     tracker = Tracker(loc.tracking_uri, loc.experiment_name(name), loc.artifact_location) if tracking else None
     parent_run_id = None
     if tracker is not None:
-        parent_run_id = tracker.study_run(name, study_params(cfg, cfg.fingerprint()))
-        study.set_user_attr(STUDY_ATTR_PARENT_RUN, parent_run_id)
+        parent_run_id = study.user_attrs.get(STUDY_ATTR_PARENT_RUN)
+        if parent_run_id is not None:
+            try:
+                tracker.client.update_run(parent_run_id, status="RUNNING")
+            except Exception:  # noqa: BLE001 - the run is gone (another tracking store): make a new one
+                parent_run_id = None
+        if parent_run_id is None:
+            parent_run_id = tracker.study_run(name, study_params(cfg, cfg.fingerprint()))
+            study.set_user_attr(STUDY_ATTR_PARENT_RUN, parent_run_id)
         reconcile(study, tracker)
+    return Prepared(cfg, name, study, tracker, parent_run_id)
+
+
+def run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None = None, n_trials: int | None = None,
+              new_study: bool = False, tracking: bool = True, artifacts: bool = True,
+              progress: ProgressFn | None = None, poll_interval: float = 1.0) -> SweepSummary:
+    """Run (or resume) the study described by ``cfg`` until it has ``n_trials`` finished trials."""
+    cfg = cfg.with_overrides(workers=workers, n_trials=n_trials)
+    prep = prepare(cfg, loc, new_study=new_study, tracking=tracking)
+    name, study, tracker, parent_run_id = prep.name, prep.study, prep.tracker, prep.parent_run_id
     counts = counts_of(study)
     remaining = cfg.study.n_trials - (counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"])
     summary = SweepSummary(study_name=name, parent_run_id=parent_run_id)

@@ -19,7 +19,9 @@ for a trial; a path ending in ``.log`` / ``.journal`` or ``journal:///path`` ope
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,15 +113,18 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
     if heartbeat:
         kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=HEARTBEAT_GRACE)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return RDBStorage(url, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            return RDBStorage(url, **kwargs)
     except Exception as err:  # noqa: BLE001 - re-raised with the URL named
         raise ValueError(f"cannot open Optuna storage {url!r}: {err}") from err
-    finally:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def bound_mlflow_http_retries() -> None:
-    """Set bounded MLflow HTTP retry/timeout defaults unless the user set them."""
+    """Set bounded MLflow HTTP retry/timeout defaults unless the user set them; quiet MLflow's INFO logs."""
     for key, value in MLFLOW_HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,100 @@
+"""Sweep-level benchmarks: tracking overhead and parallel speed-up.
+
+    python benchmarks/bench_sweep.py [--repeats 2] [--trials 12] [--skip-mnist]
+
+1. Tracking overhead: the same seeded trials (random sampler, no pruner) with MLflow
+   tracking on (metrics every epoch + params; then also with per-trial artifacts) and off
+   (--no-tracking), alternating, each in a fresh temporary directory with the embedded
+   stores. Digits, and the MNIST 10k recipe (8,000 / 2,000, batch 10) when the file exists.
+2. Parallelism: the digits sweep with 1 worker vs 2 workers: trials per minute.
+
+Times are whole ``run_sweep`` calls (study creation, worker start-up, trials, closing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from sweeps.config import parse_config
+from sweeps.runner import run_sweep
+from sweeps.storage import Locations
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST = Path(os.environ.get("NNCORE_MNIST_T10K", REPO.parent / "shared/data/mnist-t10k"))
+
+
+def digits_cfg(trials: int, epochs: int = 15) -> dict:
+    return {
+        "name": "bench-digits", "seed": 0,
+        "data": {"source": "digits", "n_train": 1500, "n_eval": 297},
+        "network": {"hidden": [30]},
+        "training": {"epochs": epochs, "eta": 0.5, "batch_size": 10, "lmbda": 1.0},
+        "search_space": {"eta": {"type": "float", "low": 0.1, "high": 2.0, "log": True},
+                         "lmbda": {"type": "float", "low": 0.01, "high": 10.0, "log": True}},
+        "study": {"n_trials": trials, "sampler": {"name": "random"}, "pruner": {"name": "none"}, "workers": 1},
+    }
+
+
+def mnist_cfg(trials: int, epochs: int) -> dict:
+    cfg = digits_cfg(trials, epochs)
+    cfg["name"] = "bench-mnist"
+    cfg["data"] = {"source": "mnist", "path": str(MNIST), "n_train": 8000, "n_eval": 2000, "shuffle": False}
+    cfg["search_space"] = {"eta": {"type": "float", "low": 0.3, "high": 0.8},
+                           "lmbda": {"type": "float", "low": 3.0, "high": 7.0}}
+    return cfg
+
+
+def timed(cfg_data: dict, *, workers: int = 1, tracking: bool = True, artifacts: bool = True) -> float:
+    cfg = parse_config(cfg_data)
+    with tempfile.TemporaryDirectory() as tmp:
+        loc = Locations(storage=f"sqlite:///{tmp}/optuna.db", tracking_uri=f"sqlite:///{tmp}/mlflow.db",
+                        artifact_location=f"{tmp}/mlruns")
+        t0 = time.perf_counter()
+        summary = run_sweep(cfg, loc, workers=workers, tracking=tracking, artifacts=artifacts)
+        elapsed = time.perf_counter() - t0
+        assert sum(summary.counts.values()) == cfg.study.n_trials, summary.counts
+    return elapsed
+
+
+def overhead(label: str, cfg: dict, repeats: int) -> None:
+    t = {"off": [], "metrics": [], "full": []}
+    for _ in range(repeats):
+        t["off"].append(timed(cfg, tracking=False))
+        t["metrics"].append(timed(cfg, tracking=True, artifacts=False))
+        t["full"].append(timed(cfg, tracking=True, artifacts=True))
+    med = {k: statistics.median(v) for k, v in t.items()}
+    print(f"| {label} | {med['off']:.2f} s | {med['metrics']:.2f} s ({100 * (med['metrics'] / med['off'] - 1):+.1f}%) | "
+          f"{med['full']:.2f} s ({100 * (med['full'] / med['off'] - 1):+.1f}%) |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--skip-mnist", action="store_true")
+    args = parser.parse_args()
+    print(f"cores: {os.cpu_count()}")
+    print("\nTracking overhead (1 worker; median of", args.repeats, "alternating runs)")
+    print("| sweep | tracking off | metrics + params | + per-trial artifacts |")
+    print("|---|---|---|---|")
+    overhead(f"digits, {args.trials} trials x 15 epochs", digits_cfg(args.trials), args.repeats)
+    if not args.skip_mnist and (MNIST / "t10k-images-idx3-ubyte.gz").exists():
+        overhead("MNIST 8k/2k, 2 trials x 10 epochs", mnist_cfg(2, 10), args.repeats)
+    print("\nParallelism (digits, tracking on)")
+    t1 = [timed(digits_cfg(args.trials), workers=1) for _ in range(args.repeats)]
+    t2 = [timed(digits_cfg(args.trials), workers=2) for _ in range(args.repeats)]
+    m1, m2 = statistics.median(t1), statistics.median(t2)
+    print("| workers | time | trials/min |")
+    print("|---|---|---|")
+    print(f"| 1 | {m1:.2f} s | {60 * args.trials / m1:.1f} |")
+    print(f"| 2 | {m2:.2f} s | {60 * args.trials / m2:.1f} |")
+    print(f"speed-up 2 vs 1 workers: {m1 / m2:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

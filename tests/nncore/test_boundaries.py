@@ -1,0 +1,106 @@
+"""nncore depends on NumPy and the standard library only (heavy packages stay out of its imports)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NNCORE_DIR = Path(__file__).resolve().parents[2] / "nncore"
+FORBIDDEN = ("optuna", "mlflow", "pandas", "sklearn", "matplotlib")
+ALLOWED_THIRD_PARTY = {"numpy"}
+
+
+def _modules_to_import() -> list[str]:
+    mods = ["nncore", "nncore.datasets"]
+    if (NNCORE_DIR / "io.py").is_file():
+        mods.append("nncore.io")
+    if (NNCORE_DIR / "cli.py").is_file():
+        mods.append("nncore.cli")
+    return mods
+
+
+def test_importing_nncore_loads_no_heavy_package():
+    mods = _modules_to_import()
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {mods!r}:\n"
+        "    importlib.import_module(m)\n"
+        f"print(json.dumps(sorted(k for k in sys.modules if k.split('.')[0] in {list(FORBIDDEN)!r})))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=NNCORE_DIR.parent)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert loaded == [], f"importing {mods} loaded {loaded}"
+
+
+def test_subprocess_check_detects_a_heavy_import():
+    """Guard for the test above: the same probe does see a package that is imported."""
+    code = ("import json, sys, email.message\n"
+            "print(json.dumps(sorted(k for k in sys.modules if k.split('.')[0] == 'email')))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert json.loads(proc.stdout) != []
+
+
+def _module_level_imports(tree: ast.AST) -> list[tuple[int, str, int]]:
+    """(line, top-level module name, relative level) of imports executed when the module is imported.
+
+    Imports inside function bodies (lazy imports) are skipped; class bodies, ``if``/``try``
+    blocks at module level are included.
+    """
+    found: list[tuple[int, str, int]] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, ast.Import):
+                found.extend((child.lineno, alias.name.split(".")[0], 0) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                found.append((child.lineno, (child.module or "").split(".")[0], child.level))
+            else:
+                visit(child)
+
+    visit(tree)
+    return found
+
+
+def _bad_imports(source: str) -> list[str]:
+    bad = []
+    for line, name, level in _module_level_imports(ast.parse(source)):
+        if level > 0 or name == "nncore" or name == "__future__":
+            continue
+        if name in sys.stdlib_module_names or name in ALLOWED_THIRD_PARTY:
+            continue
+        bad.append(f"line {line}: {name}")
+    return bad
+
+
+SOURCES = sorted(NNCORE_DIR.glob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=[p.name for p in SOURCES])
+def test_module_level_imports_are_numpy_stdlib_or_nncore(path):
+    bad = _bad_imports(path.read_text(encoding="utf-8"))
+    assert bad == [], f"{path.name} imports non-stdlib packages at module level: {bad}"
+
+
+def test_import_scan_detects_third_party_imports():
+    source = (
+        "import os\nimport numpy as np\nfrom nncore import train\nfrom . import costs\n"
+        "import pandas\n"
+        "try:\n    import sklearn.datasets\nexcept ImportError:\n    pass\n"
+        "class A:\n    from matplotlib import pyplot\n"
+        "def lazy():\n    import optuna\n"
+    )
+    assert _bad_imports(source) == ["line 5: pandas", "line 7: sklearn", "line 11: matplotlib"]
+
+
+def test_nncore_sources_found():
+    names = {p.name for p in SOURCES}
+    assert {"__init__.py", "network.py", "train.py", "datasets.py"} <= names

@@ -1,0 +1,86 @@
+"""``python -m nncore`` in a subprocess, and nncore.cli in process."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nncore import metric_names
+from nncore.cli import build_parser, main, run
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nncore", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_json_lines():
+    proc = _cli("--epochs", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3
+    for epoch, line in enumerate(lines, start=1):
+        rec = json.loads(line)
+        assert rec["epoch"] == epoch
+        assert set(rec) == {"epoch", *metric_names(2)}
+        for p in ("train", "eval"):
+            assert rec[f"{p}/total_loss"] == rec[f"{p}/data_loss"] + rec[f"{p}/penalty"]
+            assert rec[f"{p}/penalty"] > 0  # the default lmbda is not 0
+        assert rec["eta"] == 0.5
+        assert 0.0 <= rec["eval/accuracy"] <= 1.0
+
+
+def test_bad_eta_exits_nonzero_naming_eta():
+    proc = _cli("--eta", "-1", "--epochs", "1")
+    assert proc.returncode != 0
+    assert "eta" in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("args,name", [(["--batch-size", "0"], "batch_size"), (["--lmbda", "-2"], "lmbda"),
+                                        (["--momentum", "1.0"], "momentum"), (["--epochs", "0"], "epochs"),
+                                        (["--activation", "softsign"], "--activation"),
+                                        (["--hidden", "0"], "hidden"), (["--batch-size", "100000"], "batch_size")])
+def test_bad_arguments_name_the_argument(args, name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--epochs", "1"] if "--epochs" not in args else args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert name in err
+
+
+def test_table_output_in_process():
+    out = io.StringIO()
+    args = build_parser().parse_args(["--epochs", "2", "--hidden", "12", "8", "--lmbda", "0.5"])
+    result = run(args, out=out)
+    lines = out.getvalue().splitlines()
+    rows = [line for line in lines if not line.startswith("#")]
+    header, body = rows[0].split(), [r.split() for r in rows[1:]]
+    assert header[:3] == ["epoch", "eta", "train_total"]
+    assert header[-6:] == ["L1_fro", "L1_rms", "L2_fro", "L2_rms", "L3_fro", "L3_rms"]
+    assert len(body) == 2 and all(len(r) == len(header) for r in body)
+    # aligned: every row has the width of the header
+    assert len({len(r) for r in rows}) == 1
+    final = result.final
+    row = dict(zip(header, body[-1]))
+    assert float(row["eval_acc"]) == pytest.approx(final.eval.accuracy, abs=1e-4)
+    assert float(row["L3_fro"]) == pytest.approx(final.layers[2].weight_fro, abs=1e-4)
+    assert float(row["train_total"]) == pytest.approx(float(row["train_data"]) + float(row["train_pen"]), abs=2e-5)
+    assert result.network.sizes == [64, 12, 8, 10]
+
+
+def test_save(tmp_path):
+    nnio = pytest.importorskip("nncore.io")
+    path = tmp_path / "net.npz"
+    proc = _cli("--epochs", "1", "--json", "--save", str(path), "--hidden", "7")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 1  # the JSON stream stays clean
+    net = nnio.load(path)
+    assert net.sizes == [64, 7, 10]
