@@ -3,6 +3,7 @@
 Imports only NumPy and the standard library. See :func:`nncore.train.train`.
 """
 
+from nncore import datasets, io
 from nncore.gradcheck import GradCheckResult, gradient_check
 from nncore.network import Network
 from nncore.records import EpochRecord, LayerStats, LossParts, metric_names
@@ -14,5 +15,5 @@ __version__ = "0.1.0"
 __all__ = [
     "CONVENTIONS", "PENALTIES", "DivergenceError", "EpochRecord", "GradCheckResult", "LayerStats", "LossParts",
     "Network", "Regularizer", "TrainConfig", "TrainResult", "convert_lambda", "decay_rate", "gradient_check",
-    "metric_names", "train",
+    "datasets", "io", "metric_names", "train",
 ]

@@ -1,0 +1,12 @@
+# One image for the MLflow tracking server and the sweep workers.
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY nncore ./nncore
+COPY sweeps ./sweeps
+COPY examples ./examples
+RUN pip install ".[postgres]"
+WORKDIR /work
+CMD ["sweeps", "--help"]
