@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from nncore.datasets import DatasetError
 from sweeps.config import ConfigError, SweepConfig, load_config
 
 EXIT_NO_COMPLETE, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -133,10 +134,15 @@ def run(config: str, workers: int | None, n_trials: int | None, storage: str | N
             bar.stop()
         _fail(str(err))
         return
-    except (OSError, ValueError) as err:
+    except (OSError, DatasetError) as err:  # a store or data file that cannot be reached or read
         if bar:
             bar.stop()
         _fail(str(err), EXIT_UNAVAILABLE)
+        return
+    except ValueError as err:
+        if bar:
+            bar.stop()
+        _fail(str(err))
         return
     finally:
         if bar:
@@ -176,11 +182,11 @@ def prepare(config: str, storage: str | None, tracking_uri: str | None, mlflow_y
 
     try:
         prep = prepare_sweep(cfg, loc, new_study=new_study)
-    except ConfigError as err:
-        _fail(str(err))
-        return
-    except (OSError, ValueError) as err:
+    except (OSError, DatasetError) as err:
         _fail(str(err), EXIT_UNAVAILABLE)
+        return
+    except ValueError as err:  # ConfigError and StudyMismatch included
+        _fail(str(err))
         return
     click.echo(f"study {prep.name!r} ready in {loc.storage}; parent run {prep.parent_run_id} in {loc.tracking_uri}")
 
@@ -416,7 +422,10 @@ def ui(tracking_uri: str | None, mlflow_yml: str | None, port: int, host: str) -
     if loc.tracking_uri.startswith(("http://", "https://")):
         click.echo(f"the tracking URI is a server already: open {loc.tracking_uri}")
         return
-    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    beside = Path(sys.executable).with_name("mlflow")  # the MLflow of this environment first
+    exe = str(beside) if beside.exists() else shutil.which("mlflow")
+    if exe is None:
+        _fail("the mlflow executable was not found (pip install mlflow)", EXIT_UNAVAILABLE)
     cmd = [exe, "server", "--backend-store-uri", loc.tracking_uri, "--host", host, "--port", str(port),
            "--workers", "1"]
     if loc.artifact_location:

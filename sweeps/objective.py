@@ -101,11 +101,17 @@ class Objective:
         self.artifacts = artifacts
         self.interrupt_flag = interrupt_flag
         self.in_trial = False
+        #: True only while nncore computes (no storage or MLflow call in progress): a signal handler
+        #: may raise :class:`Interrupted` right away only then. Otherwise the flag is checked at the
+        #: end of the epoch, after its I/O (an exception raised inside a SQLite commit left the
+        #: database locked for the other workers and the run RUNNING/FAILED instead of KILLED).
+        self.interruptible = False
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.in_trial = True
         try:
             if self.interrupt_flag():
+                trial.set_user_attr(TRIAL_ATTR_REASON, "interrupted before the trial started")
                 raise Interrupted("interrupted before the trial started")
             return self._run(trial)
         finally:
@@ -118,7 +124,11 @@ class Objective:
         params = trial_params(cfg, settings, self.data, trial.number)
         run_id = None
         if self.tracker is not None:
-            run_id = self.tracker.start_trial(self.parent_run_id or "", cfg.name, trial.number, params)
+            try:
+                run_id = self.tracker.start_trial(self.parent_run_id or "", cfg.name, trial.number, params)
+            except Exception as exc:
+                trial.set_user_attr(TRIAL_ATTR_REASON, f"MLflow: could not start the trial's run: {_reason_of(exc)}")
+                raise
             trial.set_user_attr(TRIAL_ATTR_RUN, run_id)
         history: list[dict[str, float]] = []
         net = None
@@ -141,15 +151,25 @@ class Objective:
             def on_epoch(record: nncore.EpochRecord) -> None:
                 values = record.to_metrics()
                 history.append(values)
+                self.interruptible = False
                 if run_id is not None:
                     self.tracker.log_epoch(run_id, values, record.epoch)  # type: ignore[union-attr]
                 trial.report(values[metric], record.epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {record.epoch} ({metric}={values[metric]:.6g})")
+                if self.interrupt_flag():
+                    raise Interrupted(f"signal received, stopped after epoch {record.epoch}")
+                self.interruptible = True
 
             eval_data = (self.data.eval.X, self.data.eval.Y) if self.data.eval is not None else None
-            result = nncore.train(net, self.data.train.X, self.data.train.Y, train_cfg, eval_data=eval_data,
-                                  rng=np.random.default_rng(shuffle_seq), callbacks=[on_epoch])
+            if self.interrupt_flag():
+                raise Interrupted("signal received before training started")
+            self.interruptible = True
+            try:
+                result = nncore.train(net, self.data.train.X, self.data.train.Y, train_cfg, eval_data=eval_data,
+                                      rng=np.random.default_rng(shuffle_seq), callbacks=[on_epoch])
+            finally:
+                self.interruptible = False
             value = history[-1][metric]
             trial.set_user_attr("stop_reason", result.stop_reason)
             trial.set_user_attr("epochs_run", len(history))

@@ -192,7 +192,7 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, n_trials: int, p
 
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
-        if objective.in_trial:
+        if objective.in_trial and objective.interruptible:  # else: the objective stops after the epoch's I/O
             raise_interrupt(signum)
 
     def raise_interrupt(signum: int) -> None:

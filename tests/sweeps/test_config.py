@@ -1,0 +1,164 @@
+"""Sweep YAML validation: every error names the field, and a bad config creates nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sweeps.config import CategoricalParam, ConfigError, FloatParam, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+
+
+def config_error(sw, tmp_path: Path, changes: dict) -> str:
+    path = sw.write_config(tmp_path, changes)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return str(info.value)
+
+
+def test_base_config_is_valid(sw, digits_config: Path) -> None:
+    cfg = load_config(digits_config)
+    assert cfg.name == "tiny"
+    assert cfg.data.n_train == 300 and cfg.network.hidden == [10] and cfg.training.epochs == 3
+    assert set(cfg.search_space) == {"eta", "lmbda", "batch_size"}
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"study": {"bogus": 1}}, "study.bogus"),
+    ({"training": {"etaa": 0.1}}, "training.etaa"),
+    ({"bogus_top": 1}, "bogus_top"),
+    ({"search_space": {"eta": {"type": "float", "low": 0.1, "high": 1.0, "logg": True}}}, "search_space.eta.logg"),
+])
+def test_unknown_key_names_the_dotted_field(sw, tmp_path: Path, changes: dict, field: str) -> None:
+    msg = config_error(sw, tmp_path, changes)
+    assert f"{field}: unknown key" in msg, msg
+
+
+def test_wrong_type_names_the_field_and_value(sw, tmp_path: Path) -> None:
+    msg = config_error(sw, tmp_path, {"training": {"epochs": "ten"}})
+    assert "training.epochs" in msg and "'ten'" in msg, msg
+
+
+def test_negative_eta_names_training_eta(sw, tmp_path: Path) -> None:
+    msg = config_error(sw, tmp_path, {"training": {"eta": -1}})
+    assert "training.eta" in msg and "-1" in msg, msg
+
+
+def test_search_space_low_above_high(sw, tmp_path: Path) -> None:
+    msg = config_error(sw, tmp_path, {"search_space": {"eta": {"type": "float", "low": 2.0, "high": 1.0}}})
+    assert "search_space.eta" in msg and "low=2.0" in msg and "high=1.0" in msg, msg
+    msg = config_error(sw, tmp_path, {"search_space": {"batch_size": {"__replace__": True, "type": "int", "low": 50,
+                                                                       "high": 10}}})
+    assert "search_space.batch_size" in msg and "low=50" in msg, msg
+
+
+def test_unknown_search_space_parameter_lists_allowed(sw, tmp_path: Path) -> None:
+    msg = config_error(sw, tmp_path, {"search_space": {"learning_rate": {"type": "float", "low": 0.1,
+                                                                           "high": 1.0}}})
+    assert "search_space" in msg and "'learning_rate'" in msg, msg
+    for allowed in ("eta", "lmbda", "batch_size", "momentum", "hidden"):
+        assert allowed in msg.split("allowed:")[1], msg
+
+
+def test_sampler_not_allowed_lists_values_and_value_got(sw, tmp_path: Path) -> None:
+    msg = config_error(sw, tmp_path, {"study": {"sampler": {"name": "bayes"}}})
+    assert "study.sampler.name" in msg and "'bayes'" in msg, msg
+    for allowed in ("tpe", "random", "grid", "qmc"):
+        assert f"'{allowed}'" in msg, msg
+
+
+def test_duplicate_yaml_key_names_key_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: dup\ntraining:\n  eta: 0.5\n  batch_size: 10\n  eta: 0.7\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert "duplicate key 'eta'" in msg and "line 5" in msg and "line 3" in msg, msg
+
+
+def test_duplicate_top_level_key(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\nseed: 1\nname: b\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'name' at line 3"):
+        load_config(path)
+
+
+def test_exponent_without_dot_is_a_float(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: exp\n"
+                    "training:\n  eta: 1e-3\n  lmbda: 5E+2\n  epochs: 10\n"
+                    "search_space:\n"
+                    "  lmbda: {type: float, low: 1e-4, high: 1e2, log: true}\n"
+                    "  momentum: {type: categorical, choices: [0.0, 1e-1]}\n")
+    cfg = load_config(path)
+    assert cfg.training.eta == pytest.approx(1e-3) and isinstance(cfg.training.eta, float)
+    assert cfg.training.lmbda == 500.0
+    assert isinstance(cfg.training.epochs, int) and cfg.training.epochs == 10
+    spec = cfg.search_space["lmbda"]
+    assert isinstance(spec, FloatParam) and spec.low == pytest.approx(1e-4) and spec.high == 100.0
+    choices = cfg.search_space["momentum"]
+    assert isinstance(choices, CategoricalParam) and choices.choices == [0.0, 0.1]
+    assert all(isinstance(c, float) for c in choices.choices)
+
+
+def test_unknown_objective_metric(sw, tmp_path: Path) -> None:
+    msg = config_error(sw, tmp_path, {"objective": {"metric": "eval/f1"}})
+    assert "objective.metric" in msg and "'eval/f1'" in msg, msg
+
+
+def test_eval_metric_needs_eval_rows(sw, tmp_path: Path) -> None:
+    msg = config_error(sw, tmp_path, {"data": {"n_eval": 0}})
+    assert "data.n_eval" in msg and "eval/accuracy" in msg, msg
+    # the same without an eval metric is fine
+    cfg = load_config(sw.write_config(tmp_path, {"data": {"n_eval": 0}, "objective": {"metric": "train/accuracy"}}))
+    assert cfg.data.n_eval == 0
+
+
+def test_grid_sampler_needs_categorical_entries(sw, tmp_path: Path) -> None:
+    msg = config_error(sw, tmp_path, {"study": {"sampler": {"name": "grid"}}})
+    assert "grid" in msg and "categorical" in msg, msg
+    cfg = load_config(sw.write_config(tmp_path, {
+        "study": {"sampler": {"name": "grid"}},
+        "search_space": {"__replace__": True, "batch_size": {"type": "categorical", "choices": [10, 25]}}}))
+    assert cfg.study.sampler.name == "grid"
+
+
+def test_validate_exit_codes(sw, tmp_path: Path) -> None:
+    bad = sw.write_config(tmp_path, {"training": {"etaa": 0.1}}, filename="bad.yaml")
+    r = sw.run_cli(["validate", str(bad)], tmp_path)
+    assert r.returncode == 2, sw.describe(r)
+    assert "training.etaa" in r.stderr
+    good = sw.write_config(tmp_path, filename="good.yaml")
+    r = sw.run_cli(["validate", str(good)], tmp_path)
+    assert r.returncode == 0, sw.describe(r)
+    assert r.stdout.startswith("ok: study 'tiny'")
+    assert sorted(os.listdir(tmp_path)) == ["bad.yaml", "good.yaml"]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_validate_accepts_the_examples(sw, tmp_path: Path, example: Path) -> None:
+    r = sw.run_cli(["validate", str(example)], tmp_path)
+    assert r.returncode == 0, sw.describe(r)
+    assert r.stdout.startswith("ok: study"), r.stdout
+    assert os.listdir(tmp_path) == []
+
+
+def test_examples_exist() -> None:
+    assert EXAMPLES, "examples/*.yaml is empty"
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"study": {"bogus": 1}}, "study.bogus"),  # schema error
+    ({"study": {"pruner": {"options": {"bogus": 1}}}}, "study.pruner.options"),  # found when building the pruner
+    ({"study": {"sampler": {"options": {"n_startup": 3}}}}, "study.sampler.options"),  # ... the sampler
+], ids=["unknown-key", "pruner-option", "sampler-option"])
+def test_bad_config_run_creates_nothing(sw, tmp_path: Path, changes: dict, needle: str) -> None:
+    sw.write_config(tmp_path, changes)
+    r = sw.run_cli(["run", "cfg.yaml", "--n-trials", "2"], tmp_path)
+    assert r.returncode == 2, sw.describe(r)
+    assert needle in r.stderr, r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["cfg.yaml"], "a rejected config must not create stores"

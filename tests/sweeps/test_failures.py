@@ -1,0 +1,253 @@
+"""Failure paths through the ``sweeps`` CLI: divergence, exceptions, SIGTERM, a SIGKILLed worker.
+
+Afterwards nothing may be RUNNING, in Optuna or in MLflow, and finished trials must be intact.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("mlflow")
+
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+NO_PRUNER = {"name": "none", "options": {"__replace__": True}}
+
+#: sigmoid + quadratic cost with L2 (lmbda 1) and eta 1e8: the weight decay factor per step is
+#: 1 - eta*lmbda/n ~ -3e5, so the weights overflow in the first epoch (nncore.DivergenceError).
+DIVERGING = {"network": {"activation": "sigmoid", "cost": "quadratic"},
+             "training": {"eta": 1e8, "lmbda": 1.0, "penalty": "l2"},
+             "search_space": {"__replace__": True},
+             "study": {"n_trials": 2, "pruner": NO_PRUNER}}
+
+#: batch_size 400 > n_train 300 raises ValueError inside the objective; the grid runs every choice once.
+RAISING = {"search_space": {"__replace__": True,
+                            "batch_size": {"type": "categorical", "choices": [10, 400, 25, 50]}},
+           "study": {"n_trials": 4, "sampler": {"name": "grid"}, "pruner": NO_PRUNER}}
+
+#: Trials long enough to be interrupted mid-training.
+LONG = {"training": {"epochs": 3000},
+        "search_space": {"epochs": {"type": "categorical", "choices": [2, 3000]}},
+        "study": {"pruner": NO_PRUNER}}
+
+
+def trial_runs(sw, directory: Path, name: str = "tiny") -> tuple[Any, dict[str, Any]]:
+    """(parent run, {mlflow run id: trial run})."""
+    parents, children = sw.split_runs(sw.experiment_runs(directory, f"sweeps/{name}"))
+    assert len(parents) == 1, parents
+    return parents[0], {r.info.run_id: r for r in children}
+
+
+def assert_nothing_running(sw, directory: Path) -> None:
+    study = sw.load_study(directory)
+    assert not [t.number for t in study.trials if t.state.name == "RUNNING"]
+    runs = sw.experiment_runs(directory, "sweeps/tiny")
+    assert not [(r.info.run_id, r.data.tags.get("sweeps.role")) for r in runs if r.info.status == "RUNNING"]
+
+
+@pytest.fixture(scope="module")
+def bad_sweeps(sw, tmp_path_factory) -> dict[str, Any]:
+    """The diverging and the raising sweep, run at the same time in two directories."""
+    dirs = {"diverge": tmp_path_factory.mktemp("diverge"), "raise": tmp_path_factory.mktemp("raise")}
+    sw.write_config(dirs["diverge"], DIVERGING)
+    sw.write_config(dirs["raise"], RAISING)
+    procs = {k: subprocess.Popen(sw.sweeps_cmd("run", "cfg.yaml", "-q", "--no-artifacts"), cwd=d,
+                                 env=sw.clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k, d in dirs.items()}
+    out = {}
+    for k, p in procs.items():
+        stdout, stderr = p.communicate(timeout=240)
+        out[k] = (p.returncode, stdout, stderr, dirs[k])
+    return out
+
+
+def test_divergence_prunes_every_trial(sw, bad_sweeps) -> None:
+    rc, stdout, stderr, d = bad_sweeps["diverge"]
+    # no trial completes -> exit 1 (cli.py: EXIT_NO_COMPLETE)
+    assert rc == 1, f"{rc}\n{stdout}\n{stderr}"
+    assert "0 complete, 2 pruned, 0 failed" in stdout
+    study = sw.load_study(d)
+    assert len(study.trials) == 2
+    parent, runs = trial_runs(sw, d)
+    client = sw.mlflow_client(d)
+    for t in study.trials:
+        assert t.state.name == "PRUNED"
+        assert t.user_attrs["reason"].startswith("diverged"), t.user_attrs
+        assert "epoch 1" in t.user_attrs["reason"]
+        run = runs[t.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "KILLED"
+        assert "diverged" in run.data.tags["sweeps.reason"]
+        assert run.data.tags["sweeps.state"] == "PRUNED"
+        # the diverged epoch's record is logged (it was never reported to Optuna)
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train/total_loss")] == [1]
+        assert t.intermediate_values == {}
+    assert parent.info.status == "FINISHED"
+    assert "best_value" not in parent.data.metrics
+    assert_nothing_running(sw, d)
+
+
+def test_exception_in_a_trial_fails_only_that_trial(sw, bad_sweeps) -> None:
+    rc, stdout, stderr, d = bad_sweeps["raise"]
+    assert rc == 0, f"{rc}\n{stdout}\n{stderr}"
+    study = sw.load_study(d)
+    assert sorted(t.params["batch_size"] for t in study.trials) == [10, 25, 50, 400]
+    _, runs = trial_runs(sw, d)
+    assert len(runs) == 4
+    for t in study.trials:
+        run = runs[t.user_attrs["mlflow_run_id"]]
+        if t.params["batch_size"] == 400:
+            assert t.state.name == "FAIL"
+            assert t.user_attrs["reason"].startswith("ValueError: batch_size must be <= n_train=300"), t.user_attrs
+            assert run.info.status == "FAILED"
+            assert run.data.tags["sweeps.reason"] == t.user_attrs["reason"]
+            failed_number = t.number
+        else:
+            assert t.state.name == "COMPLETE", (t.number, t.state, t.user_attrs)
+            assert run.info.status == "FINISHED"
+            assert len(t.intermediate_values) == 3
+    assert failed_number < max(t.number for t in study.trials), "the sweep should go on after the failure"
+    assert_nothing_running(sw, d)
+
+
+# -- signals -----------------------------------------------------------------------------------
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            out.append(int(entry))
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def worker_pids(launcher: int) -> list[int]:
+    return [p for p in _descendants(launcher)
+            if "multiprocessing.spawn" in _cmdline(p) and "resource_tracker" not in _cmdline(p)]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        for pid in worker_pids(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def _log(d: Path) -> str:
+    p = d / "launcher.log"
+    return p.read_text(errors="replace")[-6000:] if p.exists() else ""
+
+
+def _prepare_long_study(sw, d: Path, epochs: list[int], workers: int, n_trials: int) -> None:
+    """Write the config and pre-create its study with enqueued trials (the epochs of each)."""
+    sw.write_config(d, {**LONG, "study": {**LONG["study"], "workers": workers, "n_trials": n_trials}})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{d / 'optuna.db'}", direction="maximize")
+    for e in epochs:
+        study.enqueue_trial({"epochs": e})
+
+
+def test_sigterm_interrupts_running_trials_and_keeps_finished_ones(sw, tmp_path: Path) -> None:
+    # trial 0 takes 2 epochs and completes; trials 1 and 2 take 3000 and are interrupted
+    _prepare_long_study(sw, tmp_path, [2, 3000, 3000], workers=2, n_trials=6)
+    proc = sw.popen_cli(["run", "cfg.yaml", "-q", "--no-artifacts"], tmp_path)
+    try:
+        def ready() -> bool:
+            trials = sw.load_study(tmp_path).trials
+            done = [t for t in trials if t.state.name == "COMPLETE"]
+            running = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
+            return bool(done and running)
+
+        sw.wait_for(ready, 90, "a COMPLETE trial and a RUNNING trial with a logged epoch", proc=proc)
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(timeout=90)
+    finally:
+        _stop(proc)
+    log = _log(tmp_path)
+    assert rc == 130, log
+    assert "interrupted" in log
+    study = sw.load_study(tmp_path)
+    parent, runs = trial_runs(sw, tmp_path)
+    assert parent.info.status == "KILLED"
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[0] == "COMPLETE", states
+    assert len(runs) == len([t for t in study.trials if "mlflow_run_id" in t.user_attrs])
+    interrupted = 0
+    for t in study.trials:
+        assert t.state.name in ("COMPLETE", "FAIL", "WAITING"), (t.number, t.state)
+        run = runs.get(t.user_attrs.get("mlflow_run_id"))
+        if t.state.name == "COMPLETE":
+            assert t.params["epochs"] == 2 and len(t.intermediate_values) == 2
+            assert run.info.status == "FINISHED"
+        elif t.state.name == "FAIL":
+            interrupted += 1
+            assert "interrupted" in t.user_attrs.get("reason", ""), t.user_attrs
+            if run is not None:
+                assert run.info.status == "KILLED"
+                assert "interrupted" in run.data.tags["sweeps.reason"]
+                assert t.params["epochs"] == 3000 and 1 <= len(t.intermediate_values) < 3000
+    assert interrupted >= 1
+    assert_nothing_running(sw, tmp_path)
+    assert not worker_pids(proc.pid)
+
+
+def test_killed_worker_fails_its_trial(sw, tmp_path: Path) -> None:
+    _prepare_long_study(sw, tmp_path, [3000], workers=1, n_trials=3)
+    proc = sw.popen_cli(["run", "cfg.yaml", "-q", "--no-artifacts"], tmp_path)
+    try:
+        def running_trial() -> Any:
+            trials = [t for t in sw.load_study(tmp_path).trials if t.state.name == "RUNNING"]
+            return trials[0] if trials and trials[0].intermediate_values else None
+
+        trial = sw.wait_for(running_trial, 90, "a RUNNING trial with a logged epoch", proc=proc)
+        [worker] = sw.wait_for(lambda: worker_pids(proc.pid), 10, "the worker process")
+        assert trial.user_attrs["worker"].endswith(f":{worker}")
+        os.kill(worker, signal.SIGKILL)
+        rc = proc.wait(timeout=90)
+    finally:
+        _stop(proc)
+    log = _log(tmp_path)
+    assert rc == 1, log  # the only worker died: nothing completed
+    study = sw.load_study(tmp_path)
+    [t] = [t for t in study.trials if t.number == trial.number]
+    assert t.state.name == "FAIL"
+    assert "worker died" in t.user_attrs["reason"]
+    parent, runs = trial_runs(sw, tmp_path)
+    run = runs[t.user_attrs["mlflow_run_id"]]
+    assert run.info.status == "FAILED"
+    assert "worker died" in run.data.tags["sweeps.reason"]
+    assert parent.info.status != "RUNNING"
+    assert_nothing_running(sw, tmp_path)
