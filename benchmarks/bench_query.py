@@ -6,10 +6,12 @@ tracker's layout: one study experiment, a parent run and ``--runs`` trial runs
 epoch record (``nncore.records.metric_names(2)``, 31 keys), one ``log_batch`` per
 epoch. Then times, alternating inside one process:
 
-* ``sql``  -- one read-only SQL query against the store's database,
+* ``sql``  -- read-only SQL against the store's database (stdlib ``sqlite3``: the
+  trial runs, then their metrics),
 * ``api``  -- ``MlflowClient.get_metric_history`` per run per key (same store),
-* ``http`` -- with ``--server``: the bulk route of a local ``mlflow server``
-  started on the same database (100 runs per request, one request per key).
+* ``http`` -- with ``--server``: ``/ajax-api/2.0/mlflow/metrics/get-history-bulk``
+  of a local ``mlflow server`` started on the same database (100 runs per
+  request, one request per key and chunk of runs).
 
 and prints medians, the ratios to ``sql`` and whether ``sql`` stays under 2 s.
 Every method's frame is checked equal to the ``sql`` one.
@@ -182,6 +184,8 @@ def main() -> None:
         med = statistics.median(times[method])
         print(f"| {method} | {med:.3f} s | {len(times[method])} | {med / sql:.1f}x | {rows / med:,.0f} |")
     print(f"ratio api/sql: {statistics.median(times['api']) / sql:.1f}x")
+    if url:
+        print(f"ratio api/http: {statistics.median(times['api']) / statistics.median(times['http']):.1f}x")
     print(f"sql < 2 s: {'yes' if sql < 2 else 'NO'} ({sql:.3f} s)")
 
 

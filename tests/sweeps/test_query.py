@@ -288,6 +288,38 @@ def test_history_rejects_bad_method(alpha):
         query.history("alpha", tracking_uri=alpha.uri, method="http")
 
 
+def test_history_sql_by_chunks_of_runs_and_keys(alpha, monkeypatch):
+    """Runs are read by chunks and long key lists filtered after the query (both to
+    stay under SQLite's bound-parameter limit): same result."""
+    monkeypatch.setattr(query, "_SQL_RUN_CHUNK", 2)
+    assert_same_long(query.history("alpha", tracking_uri=alpha.uri, method="sql"),
+                     expected_long(alpha))
+    monkeypatch.setattr(query, "_SQL_MAX_KEYS", 1)
+    keys = ["eval/accuracy", "eta", "nope"]
+    got = query.history("alpha", tracking_uri=alpha.uri, method="sql", metrics=keys)
+    assert_same_long(got, expected_long(alpha, keys=keys))
+
+
+def test_finish_long_latest_value_wins_and_any_step_range():
+    """Duplicates: the latest timestamp wins (then the larger value, NaN last), whatever
+    the row order; steps far apart (no packed int64 sort key) sort the same way."""
+    big = 2**62
+    rows = [  # run, trial, step, key, timestamp, value
+        ("b", 1, 5, "x", 10, 1.0), ("b", 1, 5, "x", 30, 3.0), ("b", 1, 5, "x", 20, 2.0),
+        ("a", 1, -big, "x", 1, 0.5), ("a", 1, big, "x", 1, 0.25), ("a", 1, big, "w", 1, 9.0),
+        ("c", 0, 1, "x", 5, 1.0), ("c", 0, 1, "x", 5, math.nan), ("c", 0, 1, "x", 5, 7.0),
+        ("d", -1, 3, "x", 0, 4.0),
+    ]
+    for order in (rows, rows[::-1]):
+        got = query._finish_long(query._raw_frame(*zip(*order)))
+        assert list(got.columns) == list(query.LONG_COLUMNS)
+        assert got["trial"].dtype == np.int64 and got["epoch"].dtype == np.int64
+        assert got[["run_id", "trial", "epoch", "metric"]].values.tolist() == [
+            ["d", -1, 3, "x"], ["c", 0, 1, "x"], ["a", 1, big, "w"], ["a", 1, -big, "x"],
+            ["a", 1, big, "x"], ["b", 1, 5, "x"]]
+        assert np.array_equal(got["value"], [4.0, math.nan, 9.0, 0.5, 0.25, 3.0], equal_nan=True)
+
+
 # ---------------------------------------------------------------------------- trials
 
 
@@ -372,7 +404,8 @@ def served(tmp_path_factory):
     for n in range(N_HTTP_RUNS):
         log_trial_run(client, store, exp, parent.info.run_id, "wide", n, N_HTTP_EPOCHS, HTTP_KEYS,
                       rng, {"eta": 0.5}, nan_at=[("eval/accuracy", 2)] if n % 17 == 0 else [])
-    # More steps than the bulk route returns per run (2500, sampled): all must come back.
+    # More steps than the UI's bulk-interval route returns per run (2500, sampled): all
+    # must come back.
     long_store = Store(uri=store.uri, path=store.path)
     exp_long = client.create_experiment("sweeps/long", artifact_location=str(tmp / "artifacts"))
     run = client.create_run(exp_long, tags={"sweeps.role": "trial", "sweeps.trial_number": "0"})
@@ -425,15 +458,15 @@ def test_history_http_equals_sql_equals_logged(served, monkeypatch):
     requests_made = []
     original_get = query._BulkHistory.get
 
-    def counting_get(self, run_ids, key, window=None):
-        requests_made.append((len(run_ids), key, window))
-        return original_get(self, run_ids, key, window)
+    def counting_get(self, run_ids, key):
+        requests_made.append((len(run_ids), key))
+        return original_get(self, run_ids, key)
 
     monkeypatch.setattr(query._BulkHistory, "get", counting_get)
     want = expected_long(store)
     via_http = query.history("wide", tracking_uri=url, method="http")
     # 120 runs -> chunks of 100 and 20, one request per key and chunk
-    assert sorted(requests_made) == sorted((n, k, None) for n in (100, 20) for k in HTTP_KEYS)
+    assert sorted(requests_made) == sorted((n, k) for n in (100, 20) for k in HTTP_KEYS)
     via_auto = query.history("wide", tracking_uri=url)  # auto -> http for http URIs
     via_sql = query.history("wide", tracking_uri=store.uri, method="sql")
     assert len(want) == N_HTTP_RUNS * N_HTTP_EPOCHS * len(HTTP_KEYS)
@@ -447,10 +480,63 @@ def test_history_http_equals_sql_equals_logged(served, monkeypatch):
 
     requests_made.clear()
     got = query.history("long", tracking_uri=url, method="http")
+    # more values than the bulk-interval route returns per run (2500, sampled):
+    # get-history-bulk returns them all, in one request
     assert len(got) == LONG_STEPS
-    # the first answer was sampled down to 2500 values: re-read in two step windows
-    assert [w for _, _, w in requests_made] == [None, (1, 1300), (1301, 2600)]
+    assert requests_made == [(1, "train/total_loss")]
     assert_same_long(got, expected_long(long_store))
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("sorted_answers", [True, False])
+def test_history_http_rereads_cut_off_answers(served, monkeypatch, sorted_answers):
+    """Answers cut off at the row cap are read again until complete: from the last
+    run seen when the server answers sorted by run id, else by halves; a single run
+    over the cap through the per-run API."""
+    url, store, long_store = served
+    cap = 100
+    monkeypatch.setattr(query, "_HTTP_MAX_RESULTS", cap)  # also the max_results sent
+    requests_made, per_run = [], []
+    original_get, original_per_run = query._BulkHistory.get, query._BulkHistory._per_run
+
+    def get(self, run_ids, key):
+        rows = original_get(self, run_ids, key)
+        assert len(rows) <= cap  # the server honours max_results
+        requests_made.append((len(run_ids), key, len(rows)))
+        return rows if sorted_answers else rows[::-1]  # reversed: no longer sorted by run
+
+    def counting_per_run(self, run_id, key):
+        per_run.append((run_id, key))
+        return original_per_run(self, run_id, key)
+
+    monkeypatch.setattr(query._BulkHistory, "get", get)
+    monkeypatch.setattr(query._BulkHistory, "_per_run", counting_per_run)
+    got = query.history("wide", tracking_uri=url, method="http")
+    assert_same_long(got, expected_long(store))
+    pd.testing.assert_frame_equal(got, query.history("wide", tracking_uri=store.uri, method="sql"))
+    assert any(n == cap for _, _, n in requests_made)  # some answers were cut off ...
+    assert not per_run  # ... and every run has fewer values than the cap
+    if sorted_answers:
+        # 100 runs x 3 values at 100 rows per answer: 33 complete runs per request
+        # (the last run seen may be cut off), so 4 requests per key for that chunk
+        per_key = [n for n, k, _ in requests_made if k == HTTP_KEYS[0]]
+        assert sorted(per_key) == sorted([100, 67, 34, 1, 20])
+
+    requests_made.clear()
+    got = query.history("long", tracking_uri=url, method="http")
+    assert_same_long(got, expected_long(long_store))
+    assert requests_made == [(1, "train/total_loss", cap)]
+    assert [key for _, key in per_run] == ["train/total_loss"]
+
+
+@pytest.mark.services
+def test_history_http_falls_back_to_api_without_the_route(served, monkeypatch):
+    url, store, _ = served
+    monkeypatch.setattr(query._BulkHistory, "ROUTE", "/ajax-api/2.0/mlflow/metrics/no-such-route")
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        got = query.history("wide", tracking_uri=url, method="http", metrics=["eval/accuracy"],
+                            trials=range(10))
+    assert_same_long(got, expected_long(store, keys=["eval/accuracy"], trials=set(range(10))))
 
 
 def test_http_client_sends_basic_auth(monkeypatch):
@@ -459,7 +545,7 @@ def test_http_client_sends_basic_auth(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret:x")
     bulk = query._BulkHistory("http://127.0.0.1:1/prefix/")
-    assert bulk.url == "http://127.0.0.1:1/prefix/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval"
+    assert bulk.url == "http://127.0.0.1:1/prefix/ajax-api/2.0/mlflow/metrics/get-history-bulk"
     assert bulk.headers["Authorization"] == "Basic " + base64.b64encode(b"alice:s3cret:x").decode()
 
 
