@@ -2,10 +2,13 @@
 
     python benchmarks/bench_sweep.py [--repeats 2] [--trials 12] [--skip-mnist]
 
-1. Tracking overhead: the same seeded trials (random sampler, no pruner) with MLflow
-   tracking on (metrics every epoch + params; then also with per-trial artifacts) and off
-   (--no-tracking), alternating, each in a fresh temporary directory with the embedded
-   stores. Digits, and the MNIST 10k recipe (8,000 / 2,000, batch 10) when the file exists.
+1. Tracking overhead: the same seeded trials with MLflow tracking off (--no-tracking), on
+   (metrics of every epoch + params + tags, --artifacts none) and on with the default
+   artifacts (network files for every trial, PNG plots for completed trials), alternating,
+   each in a fresh temporary directory with the embedded stores, 1 worker. The sweeps are
+   examples/digits-quick.yaml (TPE + median pruner, --trials-digits trials) and the book's
+   MNIST recipe (examples/mnist-book.yaml: 8,000 / 2,000, [784,30,10], 30 epochs, batch 10,
+   3 trials, no pruner) when the MNIST file exists.
 2. Parallelism: the digits sweep with 1 worker vs 2 workers: trials per minute.
 
 Times are whole ``run_sweep`` calls (study creation, worker start-up, trials, closing).
@@ -40,12 +43,13 @@ def digits_cfg(trials: int, epochs: int = 15) -> dict:
     }
 
 
-def mnist_cfg(trials: int, epochs: int) -> dict:
-    cfg = digits_cfg(trials, epochs)
-    cfg["name"] = "bench-mnist"
-    cfg["data"] = {"source": "mnist", "path": str(MNIST), "n_train": 8000, "n_eval": 2000, "shuffle": False}
-    cfg["search_space"] = {"eta": {"type": "float", "low": 0.3, "high": 0.8},
-                           "lmbda": {"type": "float", "low": 3.0, "high": 7.0}}
+def example_cfg(name: str, trials: int, **changes: dict) -> dict:
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "examples" / name).read_text())
+    cfg["study"].update(n_trials=trials, workers=1)
+    for section, values in changes.items():
+        cfg[section].update(values)
     return cfg
 
 
@@ -65,8 +69,8 @@ def overhead(label: str, cfg: dict, repeats: int) -> None:
     t = {"off": [], "metrics": [], "full": []}
     for _ in range(repeats):
         t["off"].append(timed(cfg, tracking=False))
-        t["metrics"].append(timed(cfg, tracking=True, artifacts=False))
-        t["full"].append(timed(cfg, tracking=True, artifacts=True))
+        t["metrics"].append(timed(cfg, tracking=True, artifacts="none"))
+        t["full"].append(timed(cfg, tracking=True, artifacts="complete"))
     med = {k: statistics.median(v) for k, v in t.items()}
     print(f"| {label} | {med['off']:.2f} s | {med['metrics']:.2f} s ({100 * (med['metrics'] / med['off'] - 1):+.1f}%) | "
           f"{med['full']:.2f} s ({100 * (med['full'] / med['off'] - 1):+.1f}%) |")
@@ -75,16 +79,20 @@ def overhead(label: str, cfg: dict, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=12, help="trials of the parallelism sweep")
+    parser.add_argument("--trials-digits", type=int, default=20, help="trials of the digits-quick overhead sweep")
     parser.add_argument("--skip-mnist", action="store_true")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}")
     print("\nTracking overhead (1 worker; median of", args.repeats, "alternating runs)")
-    print("| sweep | tracking off | metrics + params | + per-trial artifacts |")
+    print("| sweep | tracking off | metrics + params | + default artifacts (networks, PNGs of completed trials) |")
     print("|---|---|---|---|")
-    overhead(f"digits, {args.trials} trials x 15 epochs", digits_cfg(args.trials), args.repeats)
+    overhead(f"digits-quick.yaml, {args.trials_digits} trials", example_cfg("digits-quick.yaml", args.trials_digits),
+             args.repeats)
     if not args.skip_mnist and (MNIST / "t10k-images-idx3-ubyte.gz").exists():
-        overhead("MNIST 8k/2k, 2 trials x 10 epochs", mnist_cfg(2, 10), args.repeats)
+        overhead("mnist-book.yaml (the book's recipe), 3 trials x 30 epochs",
+                 example_cfg("mnist-book.yaml", 3, data={"path": str(MNIST)}, study={"pruner": {"name": "none"}}),
+                 args.repeats)
     print("\nParallelism (digits, tracking on)")
     t1 = [timed(digits_cfg(args.trials), workers=1) for _ in range(args.repeats)]
     t2 = [timed(digits_cfg(args.trials), workers=2) for _ in range(args.repeats)]

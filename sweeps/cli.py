@@ -97,10 +97,15 @@ def validate(config: str) -> None:
 @click.option("--new-study", is_flag=True,
               help="If a study of this name exists with another search space/objective, start '<name>-vN'.")
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow (Optuna only).")
-@click.option("--no-artifacts", is_flag=True, help="Log metrics and params but no plots or network files.")
+@click.option("--artifacts", type=click.Choice(["complete", "all", "none"]), default=None,
+              help="Per-trial artifacts: network files for every trial and loss/layer-norm PNGs for completed "
+                   "trials (complete), PNGs for pruned trials too (all), or nothing (none). "
+                   "Default: trial_artifacts in mlflow.yml, else complete.")
+@click.option("--no-artifacts", is_flag=True, help="Same as --artifacts none (the study plots are skipped too).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; print only the final summary line.")
 def run(config: str, workers: int | None, n_trials: int | None, storage: str | None, tracking_uri: str | None,
-        mlflow_yml: str | None, new_study: bool, no_tracking: bool, no_artifacts: bool, quiet: bool) -> None:
+        mlflow_yml: str | None, new_study: bool, no_tracking: bool, artifacts: str | None, no_artifacts: bool,
+        quiet: bool) -> None:
     """Run (or resume) the sweep described by CONFIG until it has n_trials finished trials."""
     cfg = _config(config)
     loc = _locations(storage, tracking_uri, mlflow_yml, cfg)
@@ -128,7 +133,8 @@ def run(config: str, workers: int | None, n_trials: int | None, storage: str | N
         click.echo(f"study {cfg.name!r}: optuna {loc.storage}  mlflow {loc.tracking_uri if not no_tracking else 'off'}")
     try:
         summary = run_sweep(cfg, loc, workers=workers, n_trials=n_trials, new_study=new_study,
-                            tracking=not no_tracking, artifacts=not no_artifacts, progress=progress)
+                            tracking=not no_tracking, artifacts="none" if no_artifacts else artifacts,
+                            progress=progress)
     except ConfigError as err:
         if bar:
             bar.stop()

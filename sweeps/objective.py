@@ -93,11 +93,13 @@ class Objective:
     """Callable objective bound to a config, a loaded data set and (optionally) a tracker."""
 
     def __init__(self, cfg: SweepConfig, data: Dataset, tracker: Tracker | None, parent_run_id: str | None, *,
-                 artifacts: bool = True, interrupt_flag: Callable[[], bool] = lambda: False) -> None:
+                 artifacts: str = "complete", interrupt_flag: Callable[[], bool] = lambda: False) -> None:
         self.cfg = cfg
         self.data = data
         self.tracker = tracker
         self.parent_run_id = parent_run_id
+        if artifacts not in ("complete", "all", "none"):
+            raise ValueError(f"artifacts must be one of ['complete', 'all', 'none'], got {artifacts!r}")
         self.artifacts = artifacts
         self.interrupt_flag = interrupt_flag
         self.in_trial = False
@@ -199,14 +201,14 @@ class Objective:
         if run_id is None or self.tracker is None:
             return
         try:
-            if self.artifacts and history and state != "FAIL":
-                self._log_artifacts(run_id, net, history, params)
+            if self.artifacts != "none" and history and state != "FAIL":
+                plots = self.artifacts == "all" or state == "COMPLETE"
+                self._log_artifacts(run_id, net, history, params, plots=plots)
         finally:
             self.tracker.finish(run_id, state, reason, status=status)
 
-    def _log_artifacts(self, run_id: str, net: Any, history: list[dict[str, float]], params: dict[str, Any]) -> None:
-        from sweeps import plots
-
+    def _log_artifacts(self, run_id: str, net: Any, history: list[dict[str, float]], params: dict[str, Any], *,
+                       plots: bool) -> None:
         assert self.tracker is not None
         with tempfile.TemporaryDirectory() as tmp:
             tmpdir = Path(tmp)
@@ -220,7 +222,10 @@ class Objective:
                     files.append(nnio.export_network2(net, tmpdir / "network2.json"))
                 except ValueError:
                     pass  # network2.py cannot represent this net (softmax or non-sigmoid hidden layers)
-            files.append(plots.save_figure(plots.loss_decomposition_figure(history), tmpdir / "loss_decomposition.png"))
-            files.append(plots.save_figure(plots.layer_norms_figure(history), tmpdir / "layer_norms.png"))
+            if plots:  # matplotlib needs ~0.2 s a figure: by default only for completed trials
+                from sweeps import plots as figs
+
+                files.append(figs.save_figure(figs.loss_decomposition_figure(history), tmpdir / "loss_decomposition.png"))
+                files.append(figs.save_figure(figs.layer_norms_figure(history), tmpdir / "layer_norms.png"))
             for f in files:
                 self.tracker.log_artifact(run_id, f)

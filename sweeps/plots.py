@@ -87,10 +87,15 @@ class PlotSkippedWarning(UserWarning):
 
 
 def _new_figure(ncols: int, *, width_per_panel: float = 5.0, height: float = 4.0) -> tuple[Figure, list[Axes]]:
-    """A pyplot-free figure with ``ncols`` side-by-side panels and an Agg canvas."""
-    fig = Figure(figsize=(width_per_panel * ncols, height), layout="constrained")
+    """A pyplot-free figure with ``ncols`` side-by-side panels and an Agg canvas.
+
+    Fixed margins rather than a layout engine: constrained layout nearly doubles the time to
+    render a figure (~0.12 s each), and these figures are drawn for every completed trial.
+    """
+    fig = Figure(figsize=(width_per_panel * ncols, height))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, ncols, squeeze=False)[0]
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.88, wspace=0.22)
     return fig, list(axes)
 
 

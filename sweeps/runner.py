@@ -174,10 +174,15 @@ def study_params(cfg: SweepConfig, fingerprint: str) -> dict[str, Any]:
 
 # -- workers -----------------------------------------------------------------------------------
 
-def run_worker(cfg_data: dict, loc: Locations, study_name: str, n_trials: int, parent_run_id: str | None,
-               worker_index: int = 0, timeout: float | None = None, tracking: bool = True,
-               artifacts: bool = True) -> None:
-    """One worker: load the study and the data, run ``n_trials`` trials (n_jobs=1)."""
+def run_worker(cfg_data: dict, loc: Locations, study_name: str, n_trials: int, worker_index: int = 0,
+               timeout: float | None = None, tracking: bool = True, artifacts: str = "complete",
+               ready: Any = None, cancelled: Any = None) -> None:
+    """One worker: load the study and the data, run ``n_trials`` trials (n_jobs=1).
+
+    ``ready``/``cancelled`` (events): the launcher prepares the MLflow store and the parent run while
+    its workers start; a worker waits for ``ready`` before its first MLflow call (concurrent first
+    use of a fresh SQLite store breaks MLflow's migrations) and exits if ``cancelled`` is set.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     bound_mlflow_http_retries()
@@ -186,7 +191,15 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, n_trials: int, p
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=build_sampler(cfg, worker_index),
                               pruner=build_pruner(cfg))
     data = load_data(cfg.data, cfg.seed)
-    tracker = Tracker(loc.tracking_uri, loc.experiment_name(study_name), loc.artifact_location) if tracking else None
+    if tracking and not loc.tracking_uri.startswith(("http://", "https://")):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - ~0.6 s import, while the launcher prepares
+    if ready is not None:
+        ready.wait()
+        if cancelled is not None and cancelled.is_set():
+            return
+    parent_run_id = study.user_attrs.get(STUDY_ATTR_PARENT_RUN) if tracking else None
+    tracker = Tracker(loc.tracking_uri, loc.experiment_name(study_name), loc.artifact_location,
+                      flush_interval=loc.flush_interval_s) if tracking else None
     stop = threading.Event()
     objective = Objective(cfg, data, tracker, parent_run_id, artifacts=artifacts, interrupt_flag=stop.is_set)
 
@@ -295,41 +308,56 @@ class Prepared:
     parent_run_id: str | None
 
 
+def prepare_tracking(cfg: SweepConfig, loc: Locations, name: str, study: optuna.Study) -> tuple[Tracker, str]:
+    """Create the MLflow store, experiment and parent run (or find them); repair stale runs."""
+    bound_mlflow_http_retries()
+    tracker = Tracker(loc.tracking_uri, loc.experiment_name(name), loc.artifact_location,
+                      flush_interval=loc.flush_interval_s)
+    parent_run_id = study.user_attrs.get(STUDY_ATTR_PARENT_RUN)
+    if parent_run_id is not None:
+        try:
+            tracker.client.update_run(parent_run_id, status="RUNNING")
+        except Exception:  # noqa: BLE001 - the run is gone (another tracking store): make a new one
+            parent_run_id = None
+    if parent_run_id is None:
+        parent_run_id = tracker.study_run(name, study_params(cfg, cfg.fingerprint()))
+        study.set_user_attr(STUDY_ATTR_PARENT_RUN, parent_run_id)
+    reconcile(study, tracker)
+    return tracker, parent_run_id
+
+
 def prepare(cfg: SweepConfig, loc: Locations, *, new_study: bool = False, tracking: bool = True) -> Prepared:
-    """Everything that must exist before workers start: data check, study, MLflow store and parent run.
+    """Everything that must exist before trials run: data check, study, MLflow store and parent run.
 
     Idempotent: a second launcher (or ``sweeps prepare`` run first, as docker-compose does) finds the
     study and its parent run (the run id is a study user attribute) and reuses them.
     """
     load_data(cfg.data, cfg.seed)  # fails now (missing file, bad checksum) rather than in every worker
-    bound_mlflow_http_retries()
     name, study = prepare_study(cfg, loc, new_study=new_study)
-    tracker = Tracker(loc.tracking_uri, loc.experiment_name(name), loc.artifact_location) if tracking else None
-    parent_run_id = None
-    if tracker is not None:
-        parent_run_id = study.user_attrs.get(STUDY_ATTR_PARENT_RUN)
-        if parent_run_id is not None:
-            try:
-                tracker.client.update_run(parent_run_id, status="RUNNING")
-            except Exception:  # noqa: BLE001 - the run is gone (another tracking store): make a new one
-                parent_run_id = None
-        if parent_run_id is None:
-            parent_run_id = tracker.study_run(name, study_params(cfg, cfg.fingerprint()))
-            study.set_user_attr(STUDY_ATTR_PARENT_RUN, parent_run_id)
-        reconcile(study, tracker)
+    tracker, parent_run_id = prepare_tracking(cfg, loc, name, study) if tracking else (None, None)
     return Prepared(cfg, name, study, tracker, parent_run_id)
 
 
 def run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None = None, n_trials: int | None = None,
-              new_study: bool = False, tracking: bool = True, artifacts: bool = True,
+              new_study: bool = False, tracking: bool = True, artifacts: str | bool | None = None,
               progress: ProgressFn | None = None, poll_interval: float = 1.0) -> SweepSummary:
-    """Run (or resume) the study described by ``cfg`` until it has ``n_trials`` finished trials."""
+    """Run (or resume) the study described by ``cfg`` until it has ``n_trials`` finished trials.
+
+    ``artifacts``: ``complete`` | ``all`` | ``none`` (``True``/``False``: ``complete``/``none``;
+    ``None``: ``loc.trial_artifacts``).
+    """
     cfg = cfg.with_overrides(workers=workers, n_trials=n_trials)
-    prep = prepare(cfg, loc, new_study=new_study, tracking=tracking)
-    name, study, tracker, parent_run_id = prep.name, prep.study, prep.tracker, prep.parent_run_id
+    if artifacts is None or artifacts is True:
+        artifacts = loc.trial_artifacts if artifacts is None else "complete"
+    elif artifacts is False:
+        artifacts = "none"
+    load_data(cfg.data, cfg.seed)  # fails now (missing file, bad checksum) rather than in every worker
+    name, study = prepare_study(cfg, loc, new_study=new_study)
+    tracker: Tracker | None = None
+    parent_run_id: str | None = None
     counts = counts_of(study)
     remaining = cfg.study.n_trials - (counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"])
-    summary = SweepSummary(study_name=name, parent_run_id=parent_run_id)
+    summary = SweepSummary(study_name=name)
     shares = [s for s in _split(max(remaining, 0), cfg.study.workers) if s > 0]
 
     ctx = mp.get_context("spawn")
@@ -353,12 +381,24 @@ def run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None = None, n
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, on_signal)
         cfg_data = cfg.model_dump(mode="json")
-        for i, share in enumerate(shares):
+        ready, cancelled = ctx.Event(), ctx.Event()
+        for i, share in enumerate(shares):  # workers start (imports, data) while MLflow is prepared below
             p = ctx.Process(target=_worker_entry, name=f"sweeps-worker-{i}",
-                            args=(cfg_data, loc, name, share, parent_run_id, i, cfg.study.timeout, tracking,
-                                  artifacts))
+                            args=(cfg_data, loc, name, share, i, cfg.study.timeout, tracking, artifacts, ready,
+                                  cancelled))
             p.start()
             procs.append(p)
+        try:
+            if tracking:
+                tracker, parent_run_id = prepare_tracking(cfg, loc, name, study)
+                summary.parent_run_id = parent_run_id
+        except BaseException:
+            cancelled.set()
+            ready.set()
+            for p in procs:
+                p.join(timeout=30)
+            raise
+        ready.set()
         deadline_kill = None
         while any(p.is_alive() for p in procs):
             for p in procs:
@@ -404,14 +444,14 @@ def _report(study: optuna.Study, progress: ProgressFn, total: int) -> None:
     progress(counts_of(study), best, total)
 
 
-def _close_parent(study: optuna.Study, tracker: Tracker, run_id: str, summary: SweepSummary, artifacts: bool) -> None:
+def _close_parent(study: optuna.Study, tracker: Tracker, run_id: str, summary: SweepSummary, artifacts: str) -> None:
     metrics = {f"trials_{k.lower()}": float(v) for k, v in summary.counts.items()}
     if summary.best_value is not None:
         metrics["best_value"] = float(summary.best_value)
         tracker.set_tags(run_id, {"best_trial": summary.best_trial,
                                   **{f"best.{k}": v for k, v in (summary.best_params or {}).items()}})
-    tracker.log_epoch(run_id, metrics, step=sum(summary.counts.values()))
-    if artifacts and summary.best_value is not None:
+    tracker.log_epoch(run_id, metrics, step=sum(summary.counts.values()), flush=True)
+    if artifacts != "none" and summary.best_value is not None:
         from sweeps import plots
 
         with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:

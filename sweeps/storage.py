@@ -7,8 +7,11 @@ Precedence, highest first:
 * MLflow: ``--tracking-uri`` flag > ``MLFLOW_TRACKING_URI`` env > ``tracking_uri`` in
   ``mlflow.yml`` > ``sqlite:///mlflow.db`` (in the working directory). ``mlflow.yml`` also
   sets ``experiment_prefix`` (default ``sweeps/``: the study ``digits`` logs to the
-  experiment ``sweeps/digits``) and ``artifact_location`` (default: MLflow's own,
-  ``./mlruns`` for a local store).
+  experiment ``sweeps/digits``), ``artifact_location`` (default: MLflow's own,
+  ``./mlruns`` for a local store), ``flush_interval_s`` (metrics are sent to MLflow at most this
+  often per run; default 1.0) and ``trial_artifacts`` (``complete``: network files for every trial
+  with a network, loss and layer-norm PNGs for completed trials (default); ``all``: PNGs for pruned
+  trials too; ``none``).
 
 Optuna storage URLs: any SQLAlchemy URL (``sqlite:///optuna.db``,
 ``postgresql+psycopg2://user@host/db``) opens an ``RDBStorage`` with a heartbeat, so a
@@ -32,6 +35,7 @@ DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_PREFIX = "sweeps/"
 MLFLOW_YML = "mlflow.yml"
+TRIAL_ARTIFACTS = ("complete", "all", "none")
 
 #: Seconds between a running trial's heartbeats, and after which a silent trial is failed.
 HEARTBEAT_INTERVAL = 10
@@ -53,6 +57,8 @@ class Locations:
     tracking_uri: str
     experiment_prefix: str = DEFAULT_PREFIX
     artifact_location: str | None = None
+    flush_interval_s: float = 1.0
+    trial_artifacts: str = "complete"
 
     def experiment_name(self, study_name: str) -> str:
         return f"{self.experiment_prefix}{study_name}"
@@ -68,10 +74,16 @@ def read_mlflow_yml(path: str | Path | None = None) -> dict[str, Any]:
     data = yaml.safe_load(p.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{p}: the top level must be a mapping, got {type(data).__name__}")
-    allowed = {"tracking_uri", "experiment_prefix", "artifact_location"}
+    allowed = {"tracking_uri", "experiment_prefix", "artifact_location", "flush_interval_s", "trial_artifacts"}
     unknown = set(data) - allowed
     if unknown:
         raise ValueError(f"{p}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    interval = data.get("flush_interval_s", 1.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 <= interval < 3600:
+        raise ValueError(f"{p}: flush_interval_s must be a number of seconds in [0, 3600), got {interval!r}")
+    if data.get("trial_artifacts", "complete") not in TRIAL_ARTIFACTS:
+        raise ValueError(f"{p}: trial_artifacts must be one of {list(TRIAL_ARTIFACTS)}, "
+                         f"got {data['trial_artifacts']!r}")
     return data
 
 
@@ -90,6 +102,8 @@ def resolve_locations(
         or DEFAULT_TRACKING_URI,
         experiment_prefix=yml.get("experiment_prefix", DEFAULT_PREFIX),
         artifact_location=yml.get("artifact_location"),
+        flush_interval_s=float(yml.get("flush_interval_s", 1.0)),
+        trial_artifacts=yml.get("trial_artifacts", "complete"),
     )
 
 

@@ -7,8 +7,12 @@ Layout (what :mod:`sweeps.query` reads back):
 * one child run per trial, tags ``mlflow.parentRunId`` (the UI nests it under the study),
   ``sweeps.role=trial``, ``sweeps.study``, ``sweeps.trial_number``, and at the end
   ``sweeps.state`` (COMPLETE / PRUNED / FAIL) and ``sweeps.reason``;
-* metrics: every field of the epoch record (``EpochRecord.to_metrics`` names), step = epoch,
-  one ``log_batch`` call per epoch.
+* metrics: every field of the epoch record (``EpochRecord.to_metrics`` names), step = epoch.
+  Each epoch's metrics are one batch; batches are sent with ``log_batch`` at most once per
+  ``flush_interval`` seconds per run (default 1 s, ``flush_interval_s`` in ``mlflow.yml``; 0 sends
+  every epoch at once), several epochs in one call when epochs are fast (MLflow's SQL store spends
+  ~7 ms per call whatever its size, longer than a digits epoch). Pending epochs are always sent
+  before a run is ended, also on SIGINT/SIGTERM; a SIGKILL can lose the last interval's epochs.
 
 Optuna state -> MLflow run status: COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED
 (and a run interrupted by a signal -> KILLED with ``sweeps.state=FAIL``).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,6 +35,9 @@ PARENT = "mlflow.parentRunId"
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 #: MLflow refuses params longer than this many characters (it truncates with a warning).
 MAX_PARAM_LENGTH = 6000
+#: MLflow's limits on metrics + params + tags, and on params (or tags), in one ``log_batch`` call.
+MAX_BATCH_ITEMS = 1000
+MAX_BATCH_PARAMS = 100
 
 
 def package_versions() -> dict[str, str]:
@@ -53,8 +61,13 @@ def _param_text(value: Any) -> str:
 class Tracker:
     """All MLflow writes of a sweep. Holds only a client and the experiment id."""
 
-    def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str | None = None) -> None:
+    def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str | None = None, *,
+                 flush_interval: float = 1.0) -> None:
         self.tracking_uri = tracking_uri
+        self.flush_interval = flush_interval
+        self._pending: dict[str, list[Metric]] = defaultdict(list)
+        self._pending_params: dict[str, list[Param]] = {}
+        self._last_flush: dict[str, float] = {}
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_name = experiment_name
         exp = self.client.get_experiment_by_name(experiment_name)
@@ -89,29 +102,54 @@ class Tracker:
 
     # -- trial (child) runs ----------------------------------------------------------------
     def start_trial(self, parent_run_id: str, study_name: str, trial_number: int, params: Mapping[str, Any]) -> str:
+        """Create the trial's child run; its params go out with the first batch of metrics."""
         run = self.client.create_run(
             self.experiment_id, run_name=f"trial-{trial_number:04d}",
             tags={PARENT: parent_run_id, ROLE: "trial", STUDY: study_name, TRIAL_NUMBER: str(trial_number)})
-        self.log_params(run.info.run_id, params)
-        return run.info.run_id
+        run_id = run.info.run_id
+        self._pending_params[run_id] = [Param(k, _param_text(v)) for k, v in params.items()]
+        self._last_flush[run_id] = time.monotonic()
+        return run_id
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [Param(k, _param_text(v)) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100])
+        for i in range(0, len(items), MAX_BATCH_PARAMS):
+            self.client.log_batch(run_id, params=items[i:i + MAX_BATCH_PARAMS])
 
-    def log_epoch(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
-        """All metrics of one epoch in ONE call (step = epoch)."""
+    def log_epoch(self, run_id: str, metrics: Mapping[str, float], step: int, *, flush: bool = False) -> None:
+        """Queue one epoch's metrics (step = epoch); send the run's queue if ``flush_interval`` has passed."""
         ts = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+        pending = self._pending[run_id]
+        if len(pending) + len(metrics) > MAX_BATCH_ITEMS:
+            self.flush(run_id)
+            pending = self._pending[run_id]
+        pending.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
+        if flush or time.monotonic() - self._last_flush.get(run_id, float("-inf")) >= self.flush_interval:
+            self.flush(run_id)
+
+    def flush(self, run_id: str, tags: Mapping[str, str] | None = None) -> None:
+        """Send the run's queued params, metrics (and ``tags``) in as few ``log_batch`` calls as MLflow allows."""
+        params = self._pending_params.pop(run_id, [])
+        metrics = self._pending.pop(run_id, [])
+        tag_items = [RunTag(k, _param_text(v)) for k, v in (tags or {}).items()]
+        while params or metrics or tag_items:
+            p, params = params[:MAX_BATCH_PARAMS], params[MAX_BATCH_PARAMS:]
+            t, tag_items = tag_items[:MAX_BATCH_PARAMS], tag_items[MAX_BATCH_PARAMS:]
+            room = MAX_BATCH_ITEMS - len(p) - len(t)
+            m, metrics = metrics[:room], metrics[room:]
+            self.client.log_batch(run_id, metrics=m, params=p, tags=t)
+        self._last_flush[run_id] = time.monotonic()
 
     def finish(self, run_id: str, state: str, reason: str = "", *, status: str | None = None) -> None:
-        """Tag the Optuna state and reason, then end the run with the mapped status."""
-        tags = [RunTag(STATE, state)]
+        """Send pending epochs with the Optuna state and reason tags, then end the run (mapped status)."""
+        tags = {STATE: state}
         if reason:
-            tags.append(RunTag(REASON, _param_text(reason)))
-        self.client.log_batch(run_id, tags=tags)
-        self.client.set_terminated(run_id, status=status or RUN_STATUS[state])
+            tags[REASON] = reason
+        try:
+            self.flush(run_id, tags)
+        finally:
+            self._last_flush.pop(run_id, None)
+            self.client.set_terminated(run_id, status=status or RUN_STATUS[state])
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -92,3 +94,59 @@ def mnist_http_server(mnist_t10k_dir: Path) -> Iterator[LocalHTTPServer]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+class Services:
+    """Start real servers (``mlflow server``, ``sweeps ui``) on loopback for a test, and stop them."""
+
+    @staticmethod
+    def free_port() -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    @staticmethod
+    @contextlib.contextmanager
+    def serve(cmd: list[str], port: int, log_path: Path, *, cwd: Path | None = None,
+              env: dict[str, str] | None = None, timeout: float = 120.0) -> Iterator[tuple[str, "subprocess.Popen"]]:
+        """Run ``cmd`` in its own process group until ``GET /health`` answers 200; kill the group on exit."""
+        import signal
+        import time
+        import urllib.request
+
+        url = f"http://127.0.0.1:{port}"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                deadline = time.monotonic() + timeout
+                while True:
+                    try:
+                        with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                            if resp.status == 200:
+                                break
+                    except OSError:
+                        pass
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"{' '.join(map(str, cmd[:2]))} did not answer {url}/health "
+                                    f"(exit {proc.poll()}):\n{log_path.read_text(errors='replace')[-3000:]}")
+                    time.sleep(0.25)
+                yield url, proc
+            finally:
+                for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+                    try:
+                        os.killpg(proc.pid, sig)
+                    except ProcessLookupError:
+                        break
+                    try:
+                        proc.wait(timeout=wait)
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
+
+
+@pytest.fixture(scope="session")
+def services() -> Services:
+    return Services()

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -55,45 +51,18 @@ def pg_databases():
     admin.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def mlflow_server(pg_databases, tmp_path):
+def mlflow_server(pg_databases, tmp_path, services):
     """`mlflow server` on a PostgreSQL backend store: the command the compose service runs."""
     exe = BIN / "mlflow"
     if not exe.exists():
         pytest.skip(f"no mlflow executable next to {sys.executable}")
-    port = _free_port()
-    log = open(tmp_path / "mlflow-server.log", "w")
-    proc = subprocess.Popen(
-        [str(exe), "server", "--backend-store-uri", pg_databases[1], "--artifacts-destination",
-         str(tmp_path / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"mlflow server did not start: {(tmp_path / 'mlflow-server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    port = services.free_port()
+    cmd = [str(exe), "server", "--backend-store-uri", pg_databases[1], "--artifacts-destination",
+           str(tmp_path / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with services.serve(cmd, port, tmp_path / "mlflow-server.log",
+                        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}) as (url, _):
+        yield url
 
 
 def _config(tmp_path: Path, n_trials: int) -> Path:

@@ -11,13 +11,7 @@ import hashlib
 import math
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -382,14 +376,8 @@ def test_trials_without_tracking_and_with_storage_object(alpha):
 N_HTTP_RUNS, N_HTTP_EPOCHS, HTTP_KEYS, LONG_STEPS = 120, 3, ["eval/accuracy", "train/total_loss"], 2600
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, services):
     """A real ``mlflow server`` over a SQLite store holding 120 trial runs (+ a long run)."""
     exe = shutil.which("mlflow", path=os.pathsep.join([str(Path(sys.executable).parent),
                                                        os.environ.get("PATH", "")]))
@@ -417,39 +405,12 @@ def served(tmp_path_factory):
                          for i, v in enumerate(vals)}
     long_store.trial_of = {run.info.run_id: 0}
 
-    port = _free_port()
+    port = services.free_port()
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen(
-        [exe, "server", "--backend-store-uri", store.uri, "--artifacts-destination",
-         str(tmp / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not come up:\n"
-                                   + (tmp / "server.log").read_text(errors="replace")[-3000:])
-            time.sleep(0.25)
+    cmd = [exe, "server", "--backend-store-uri", store.uri, "--artifacts-destination", str(tmp / "artifacts"),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with services.serve(cmd, port, tmp / "server.log", cwd=tmp, env=env, timeout=60) as (url, _):
         yield url, store, long_store
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        log.close()
 
 
 @pytest.mark.services

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -17,12 +14,6 @@ from pathlib import Path
 import pytest
 
 MLFLOW_EXE = Path(sys.executable).with_name("mlflow")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str, data: dict | None = None) -> dict:
@@ -44,7 +35,7 @@ def group_alive(pgid: int) -> bool:
 
 @pytest.mark.skipif(not MLFLOW_EXE.exists(), reason=f"the `mlflow` executable is not next to {sys.executable}: "
                                                      "`sweeps ui` cannot start a server")
-def test_ui_serves_the_study_runs(sw, tmp_path: Path) -> None:
+def test_ui_serves_the_study_runs(sw, services, tmp_path: Path) -> None:
     sw.write_config(tmp_path)
     r = sw.run_cli(["run", "cfg.yaml", "--n-trials", "2", "-q", "--no-artifacts"], tmp_path)
     assert r.returncode in (0, 1), sw.describe(r)
@@ -52,25 +43,9 @@ def test_ui_serves_the_study_runs(sw, tmp_path: Path) -> None:
     trial_run_ids = {t.user_attrs["mlflow_run_id"] for t in study.trials}
     assert len(trial_run_ids) == 2
 
-    port = free_port()
-    log = open(tmp_path / "ui.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(sw.sweeps_cmd("ui", "--port", str(port)), cwd=tmp_path, env=sw.clean_env(),
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (OSError, urllib.error.URLError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`sweeps ui` did not answer /health (exit {proc.poll()}):\n"
-                            + (tmp_path / "ui.log").read_text(errors="replace")[-3000:])
-            time.sleep(0.3)
-
+    port = services.free_port()
+    with services.serve(sw.sweeps_cmd("ui", "--port", str(port)), port, tmp_path / "ui.log", cwd=tmp_path,
+                        env=sw.clean_env(), timeout=90) as (base, proc):
         exp = get_json(f"{base}/api/2.0/mlflow/experiments/get-by-name?"
                        + urllib.parse.urlencode({"experiment_name": "sweeps/tiny"}))["experiment"]
         assert exp["name"] == "sweeps/tiny"
@@ -83,20 +58,7 @@ def test_ui_serves_the_study_runs(sw, tmp_path: Path) -> None:
         assert parents == [study.user_attrs["sweeps.mlflow_parent_run_id"]]
         assert children == trial_run_ids
         assert all(tags[rid]["mlflow.parentRunId"] == parents[0] for rid in children)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        deadline = time.monotonic() + 20
-        while group_alive(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if group_alive(proc.pid):
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+    deadline = time.monotonic() + 20
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not group_alive(proc.pid), "the server's process group survived"
