@@ -9,7 +9,8 @@
    examples/digits-quick.yaml (TPE + median pruner, --trials-digits trials) and the book's
    MNIST recipe (examples/mnist-book.yaml: 8,000 / 2,000, [784,30,10], 30 epochs, batch 10,
    3 trials, no pruner) when the MNIST file exists.
-2. Parallelism: the digits sweep with 1 worker vs 2 workers: trials per minute.
+2. Parallelism: a digits sweep (--trials trials x 30 epochs, random sampler, no pruner, tracking
+   and default artifacts on) with 1 worker vs 2 workers: trials per minute.
 
 Times are whole ``run_sweep`` calls (study creation, worker start-up, trials, closing).
 """
@@ -79,11 +80,18 @@ def overhead(label: str, cfg: dict, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--trials", type=int, default=12, help="trials of the parallelism sweep")
+    parser.add_argument("--trials", type=int, default=40, help="trials of the parallelism sweep")
     parser.add_argument("--trials-digits", type=int, default=20, help="trials of the digits-quick overhead sweep")
     parser.add_argument("--skip-mnist", action="store_true")
+    parser.add_argument("--skip-overhead", action="store_true")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}")
+    if not args.skip_overhead:
+        tracking_overhead(args)
+    parallelism(args)
+
+
+def tracking_overhead(args: argparse.Namespace) -> None:
     print("\nTracking overhead (1 worker; median of", args.repeats, "alternating runs)")
     print("| sweep | tracking off | metrics + params | + default artifacts (networks, PNGs of completed trials) |")
     print("|---|---|---|---|")
@@ -93,9 +101,14 @@ def main() -> None:
         overhead("mnist-book.yaml (the book's recipe), 3 trials x 30 epochs",
                  example_cfg("mnist-book.yaml", 3, data={"path": str(MNIST)}, study={"pruner": {"name": "none"}}),
                  args.repeats)
-    print("\nParallelism (digits, tracking on)")
-    t1 = [timed(digits_cfg(args.trials), workers=1) for _ in range(args.repeats)]
-    t2 = [timed(digits_cfg(args.trials), workers=2) for _ in range(args.repeats)]
+
+
+def parallelism(args: argparse.Namespace) -> None:
+    print(f"\nParallelism (digits, {args.trials} trials x 30 epochs, tracking and default artifacts on)")
+    t1, t2 = [], []
+    for _ in range(args.repeats):
+        t1.append(timed(digits_cfg(args.trials, epochs=30), workers=1, artifacts="complete"))
+        t2.append(timed(digits_cfg(args.trials, epochs=30), workers=2, artifacts="complete"))
     m1, m2 = statistics.median(t1), statistics.median(t2)
     print("| workers | time | trials/min |")
     print("|---|---|---|")
