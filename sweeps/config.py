@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nncore.activations import ACTIVATIONS
 from nncore.costs import COSTS
 from nncore.initializers import INITIALIZERS
+from nncore.records import metric_names
 from nncore.regularizers import CONVENTIONS, PENALTIES
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "nsga2", "gp")
@@ -107,10 +108,8 @@ class ObjectiveConfig(_Strict):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, v: str) -> str:
-        ok = re.fullmatch(r"(train|eval)/(total_loss|data_loss|penalty|accuracy)", v) or re.fullmatch(
-            r"layer\d+/(weight_fro|weight_l1|weight_max_abs|weight_mean|weight_var|weight_rms|weight_sum|"
-            r"bias_norm|grad_norm|update_ratio)", v) or v in ("eta", "decay_factor", "epoch_time")
-        if not ok:
+        # nncore.records is the one place metric names are defined; any layer number is accepted here
+        if re.sub(r"^layer[1-9]\d*/", "layer1/", v) not in metric_names(1):
             raise ValueError("must be an epoch-record metric such as 'eval/accuracy', 'eval/data_loss', "
                              f"'train/total_loss' or 'layer1/weight_rms', got {v!r}")
         return v
@@ -207,6 +206,10 @@ class SweepConfig(_Strict):
     def _cross_checks(self) -> "SweepConfig":
         if self.objective.metric.startswith("eval/") and self.data.n_eval == 0:
             raise ValueError(f"objective.metric {self.objective.metric!r} needs data.n_eval > 0, got 0")
+        layer = re.match(r"layer(\d+)/", self.objective.metric)
+        if layer and "hidden" not in self.search_space and int(layer.group(1)) > len(self.network.hidden) + 1:
+            raise ValueError(f"objective.metric {self.objective.metric!r} names a layer the network does not have "
+                             f"(network.hidden {self.network.hidden} gives layer1..layer{len(self.network.hidden) + 1})")
         if self.study.sampler.name == "grid" and any(not isinstance(s, CategoricalParam)
                                                      for s in self.search_space.values()):
             raise ValueError("study.sampler 'grid' needs every search_space entry to be categorical")

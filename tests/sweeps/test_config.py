@@ -110,6 +110,13 @@ def test_unknown_objective_metric(sw, tmp_path: Path) -> None:
     assert "objective.metric" in msg and "'eval/f1'" in msg, msg
 
 
+def test_layer_metric_must_exist_in_the_network(sw, tmp_path: Path) -> None:
+    msg = config_error(sw, tmp_path, {"objective": {"metric": "layer3/weight_rms", "direction": "minimize"}})
+    assert "objective.metric" in msg and "layer3" in msg, msg
+    cfg = load_config(sw.write_config(tmp_path, {"objective": {"metric": "layer2/weight_rms", "direction": "minimize"}}))
+    assert cfg.objective.metric == "layer2/weight_rms"
+
+
 def test_eval_metric_needs_eval_rows(sw, tmp_path: Path) -> None:
     msg = config_error(sw, tmp_path, {"data": {"n_eval": 0}})
     assert "data.n_eval" in msg and "eval/accuracy" in msg, msg
