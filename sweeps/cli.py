@@ -109,6 +109,8 @@ def run(config: str, workers: int | None, n_trials: int | None, storage: str | N
     """Run (or resume) the sweep described by CONFIG until it has n_trials finished trials."""
     cfg = _config(config)
     loc = _locations(storage, tracking_uri, mlflow_yml, cfg)
+    from mlflow.exceptions import MlflowException
+
     from sweeps.runner import run_sweep
 
     progress = None
@@ -140,7 +142,7 @@ def run(config: str, workers: int | None, n_trials: int | None, storage: str | N
             bar.stop()
         _fail(str(err))
         return
-    except (OSError, DatasetError) as err:  # a store or data file that cannot be reached or read
+    except (OSError, DatasetError, MlflowException) as err:  # a store, server or data file out of reach
         if bar:
             bar.stop()
         _fail(str(err), EXIT_UNAVAILABLE)
@@ -184,11 +186,13 @@ def prepare(config: str, storage: str | None, tracking_uri: str | None, mlflow_y
     """
     cfg = _config(config)
     loc = _locations(storage, tracking_uri, mlflow_yml, cfg)
+    from mlflow.exceptions import MlflowException
+
     from sweeps.runner import prepare as prepare_sweep
 
     try:
         prep = prepare_sweep(cfg, loc, new_study=new_study)
-    except (OSError, DatasetError) as err:
+    except (OSError, DatasetError, MlflowException) as err:
         _fail(str(err), EXIT_UNAVAILABLE)
         return
     except ValueError as err:  # ConfigError and StudyMismatch included

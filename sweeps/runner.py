@@ -35,7 +35,7 @@ from optuna.trial import TrialState
 from sweeps.config import ConfigError, SweepConfig, parse_config
 from sweeps.objective import (STUDY_ATTR_FINGERPRINT, STUDY_ATTR_PARENT_RUN, TRIAL_ATTR_REASON,
                               TRIAL_ATTR_RUN, TRIAL_ATTR_WORKER, Objective, load_data)
-from sweeps.storage import Locations, bound_mlflow_http_retries, open_storage
+from sweeps.storage import Locations, bound_mlflow_http_retries, check_tracking_server, open_storage
 from sweeps.tracking import RUN_STATUS, STATE, TRIAL_NUMBER, Tracker, package_versions
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -333,6 +333,8 @@ def prepare(cfg: SweepConfig, loc: Locations, *, new_study: bool = False, tracki
     study and its parent run (the run id is a study user attribute) and reuses them.
     """
     load_data(cfg.data, cfg.seed)  # fails now (missing file, bad checksum) rather than in every worker
+    if tracking:
+        check_tracking_server(loc.tracking_uri)
     name, study = prepare_study(cfg, loc, new_study=new_study)
     tracker, parent_run_id = prepare_tracking(cfg, loc, name, study) if tracking else (None, None)
     return Prepared(cfg, name, study, tracker, parent_run_id)
@@ -352,6 +354,8 @@ def run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None = None, n
     elif artifacts is False:
         artifacts = "none"
     load_data(cfg.data, cfg.seed)  # fails now (missing file, bad checksum) rather than in every worker
+    if tracking:
+        check_tracking_server(loc.tracking_uri)
     name, study = prepare_study(cfg, loc, new_study=new_study)
     tracker: Tracker | None = None
     parent_run_id: str | None = None

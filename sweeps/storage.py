@@ -142,3 +142,28 @@ def bound_mlflow_http_retries() -> None:
         os.environ.setdefault(key, value)
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class TrackingUnavailable(OSError):
+    """The MLflow tracking server does not answer."""
+
+
+def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
+    """For an ``http(s)://`` tracking URI, require ``GET /health`` to answer before anything is created."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+            detail = f"HTTP {resp.status}"
+    except urllib.error.HTTPError as err:
+        detail = f"HTTP {err.code}"
+    except (OSError, ValueError) as err:
+        detail = str(getattr(err, "reason", err))
+    raise TrackingUnavailable(f"the MLflow tracking server {tracking_uri} does not answer ({url}: {detail}); "
+                              f"start it, or pass --tracking-uri / set MLFLOW_TRACKING_URI")

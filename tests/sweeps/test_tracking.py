@@ -78,3 +78,11 @@ def test_mlflow_yml_settings_reach_the_locations(tmp_path, monkeypatch):
     assert resolve_locations(mlflow_yml=path).tracking_uri == "sqlite:///env.db"
     assert resolve_locations(mlflow_yml=path, tracking_uri="sqlite:///flag.db").tracking_uri == "sqlite:///flag.db"
     assert resolve_locations(mlflow_yml=path).storage == "sqlite:///optuna.db"
+
+
+def test_unreachable_tracking_server_fails_before_anything_is_created(sw, tmp_path):
+    sw.write_config(tmp_path)
+    r = sw.run_cli(["run", "cfg.yaml", "-q", "--tracking-uri", "http://127.0.0.1:9"], tmp_path)
+    assert r.returncode == 3, sw.describe(r)
+    assert "http://127.0.0.1:9" in r.stderr and "does not answer" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml"]
