@@ -39,11 +39,11 @@ def relu(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.maximum(z, 0.0, out=out)
 
 
-def softmax(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Row-wise softmax ``exp(z_j - max z) / sum_k exp(z_k - max z)`` (one row per sample)."""
-    out = np.subtract(z, z.max(axis=1, keepdims=True), out=out)
+def softmax(z: np.ndarray, out: np.ndarray | None = None, axis: int = 1) -> np.ndarray:
+    """Softmax ``exp(z_j - max z) / sum_k exp(z_k - max z)`` along ``axis`` (1: one row per sample)."""
+    out = np.subtract(z, z.max(axis=axis, keepdims=True), out=out)
     np.exp(out, out=out)
-    out /= out.sum(axis=1, keepdims=True)
+    out /= out.sum(axis=axis, keepdims=True)
     return out
 
 
