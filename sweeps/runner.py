@@ -1,10 +1,11 @@
 """Run a study with N worker processes on one machine.
 
-The launching process validates everything, creates (or resumes) the study and the
-MLflow store and parent run *before* any worker starts, then starts ``workers``
-processes (never threads: NumPy training is CPU-bound), each with one BLAS thread,
-``n_jobs=1`` and its share of the remaining trials, so that the study ends with
-exactly ``n_trials`` finished trials. ``n_trials`` is the study's total: re-running a
+The launching process validates everything and creates (or resumes) the study before any
+worker starts; it then starts ``workers`` processes (never threads: NumPy training is
+CPU-bound), each with one BLAS thread, ``n_jobs=1`` and its share of the remaining trials,
+so that the study ends with exactly ``n_trials`` finished trials, and prepares the MLflow
+store and the study's parent run while they import and load data: no worker touches MLflow
+before the launcher has created the store. ``n_trials`` is the study's total: re-running a
 sweep resumes it and runs only what is missing.
 
 Signals: SIGINT/SIGTERM to the launcher are forwarded to the workers; a worker
