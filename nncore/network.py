@@ -155,16 +155,20 @@ class Network:
         Returns ``(grad_weights, grad_biases)`` with the shapes of ``weights``/``biases``.
         The penalty's gradient is not included (see :meth:`Regularizer.gradient`).
         """
-        zs, acts = self.forward(X)
+        _, acts = self.forward(X)
+        gw, gb = self.gradient_sums(acts, np.asarray(Y, dtype=self.dtype))
         m = len(X)
-        Y = np.asarray(Y, dtype=self.dtype)
+        return [g / m for g in gw], [g / m for g in gb]
+
+    def gradient_sums(self, acts: list[np.ndarray], Y: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """``sum_x dC_x/dW`` and ``sum_x dC_x/db`` over a batch, from its :meth:`forward` activations."""
         delta = np.empty_like(acts[-1])
         output_delta(self.cost, acts[-1], Y, delta, np.empty_like(delta))
         gw = [np.empty(0)] * self.n_layers
         gb = [np.empty(0)] * self.n_layers
         for l in range(self.n_layers - 1, -1, -1):
-            gw[l] = (delta.T @ acts[l]) / m
-            gb[l] = delta.sum(axis=0) / m
+            gw[l] = delta.T @ acts[l]
+            gb[l] = delta.sum(axis=0)
             if l > 0:
                 delta = delta @ self.weights[l]
                 act.multiply_by_derivative(self.layer_activation(l - 1), delta, acts[l], np.empty_like(delta))

@@ -215,13 +215,8 @@ def _measure(net: Network, X: np.ndarray, Y: np.ndarray, with_grad: bool) -> _Me
         loss += summed_loss(net.cost, zs[-1], acts[-1], yb)
         correct += int(np.count_nonzero(acts[-1].argmax(axis=1) == yb.argmax(axis=1)))
         if grads is not None:
-            delta = np.empty_like(acts[-1])
-            output_delta(net.cost, acts[-1], yb, delta, np.empty_like(delta))
-            for l in range(net.n_layers - 1, -1, -1):
-                grads[l] += delta.T @ acts[l]
-                if l > 0:
-                    delta = delta @ net.weights[l]
-                    act.multiply_by_derivative(net.layer_activation(l - 1), delta, acts[l], np.empty_like(delta))
+            for g, chunk_sum in zip(grads, net.gradient_sums(acts, yb)[0]):
+                g += chunk_sum
     if grads is not None:
         for g in grads:
             g /= n

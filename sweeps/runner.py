@@ -327,16 +327,22 @@ def prepare_tracking(cfg: SweepConfig, loc: Locations, name: str, study: optuna.
     return tracker, parent_run_id
 
 
+def _check_and_open_study(cfg: SweepConfig, loc: Locations, *, new_study: bool,
+                          tracking: bool) -> tuple[str, optuna.Study]:
+    """Fail on unreadable data or an unreachable tracking server, then create or resume the study."""
+    load_data(cfg.data, cfg.seed)  # fails now (missing file, bad checksum) rather than in every worker
+    if tracking:
+        check_tracking_server(loc.tracking_uri)
+    return prepare_study(cfg, loc, new_study=new_study)
+
+
 def prepare(cfg: SweepConfig, loc: Locations, *, new_study: bool = False, tracking: bool = True) -> Prepared:
     """Everything that must exist before trials run: data check, study, MLflow store and parent run.
 
     Idempotent: a second launcher (or ``sweeps prepare`` run first, as docker-compose does) finds the
     study and its parent run (the run id is a study user attribute) and reuses them.
     """
-    load_data(cfg.data, cfg.seed)  # fails now (missing file, bad checksum) rather than in every worker
-    if tracking:
-        check_tracking_server(loc.tracking_uri)
-    name, study = prepare_study(cfg, loc, new_study=new_study)
+    name, study = _check_and_open_study(cfg, loc, new_study=new_study, tracking=tracking)
     tracker, parent_run_id = prepare_tracking(cfg, loc, name, study) if tracking else (None, None)
     return Prepared(cfg, name, study, tracker, parent_run_id)
 
@@ -354,10 +360,7 @@ def run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None = None, n
         artifacts = loc.trial_artifacts if artifacts is None else "complete"
     elif artifacts is False:
         artifacts = "none"
-    load_data(cfg.data, cfg.seed)  # fails now (missing file, bad checksum) rather than in every worker
-    if tracking:
-        check_tracking_server(loc.tracking_uri)
-    name, study = prepare_study(cfg, loc, new_study=new_study)
+    name, study = _check_and_open_study(cfg, loc, new_study=new_study, tracking=tracking)
     tracker: Tracker | None = None
     parent_run_id: str | None = None
     counts = counts_of(study)
