@@ -131,6 +131,9 @@ class Objective:
             except Exception as exc:
                 trial.set_user_attr(TRIAL_ATTR_REASON, f"MLflow: could not start the trial's run: {_reason_of(exc)}")
                 raise
+            except KeyboardInterrupt as exc:  # the run may exist: the launcher's reconcile closes it (by its tag)
+                trial.set_user_attr(TRIAL_ATTR_REASON, f"interrupted ({exc}) before training started")
+                raise
             trial.set_user_attr(TRIAL_ATTR_RUN, run_id)
         history: list[dict[str, float]] = []
         net = None

@@ -277,7 +277,8 @@ def reconcile(study: optuna.Study, tracker: Tracker | None, dead_workers: set[st
         reason = trial.user_attrs.get(TRIAL_ATTR_REASON, "")
         if state == "FAIL" and not reason:
             reason = "trial failed while its worker was not running (killed worker or stale heartbeat)"
-        tracker.finish(run.info.run_id, state, reason, status=RUN_STATUS.get(state, "FAILED"))
+        status = "KILLED" if reason.startswith("interrupted") else RUN_STATUS.get(state, "FAILED")
+        tracker.finish(run.info.run_id, state, reason, status=status)
         repaired += 1
     return repaired
 

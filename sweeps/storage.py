@@ -121,7 +121,8 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
         return JournalStorage(JournalRedisBackend(url))
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
-        engine_kwargs = {"connect_args": {"timeout": 30}}
+        # pysqlite's own transaction handling off: transactions start in _serialize_sqlite (below)
+        engine_kwargs = {"connect_args": {"timeout": 30, "isolation_level": None}}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
     kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
@@ -131,9 +132,30 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            return RDBStorage(url, **kwargs)
+            storage = RDBStorage(url, **kwargs)
     except Exception as err:  # noqa: BLE001 - re-raised with the URL named
         raise ValueError(f"cannot open Optuna storage {url!r}: {err}") from err
+    if url.startswith("sqlite"):
+        _serialize_sqlite(storage.engine)
+    return storage
+
+
+def _serialize_sqlite(engine: Any) -> None:
+    """Start every transaction on this SQLite engine with ``BEGIN IMMEDIATE``.
+
+    Optuna pops an enqueued (WAITING) trial with ``SELECT ... FOR UPDATE`` and then sets it
+    RUNNING; SQLite ignores ``FOR UPDATE`` and pysqlite begins a transaction only at the UPDATE,
+    so two workers could both read WAITING, both set RUNNING and run the same trial twice (and the
+    second ``tell`` fails: "Cannot tell a COMPLETE trial"). ``BEGIN IMMEDIATE`` takes the write lock
+    before the read, which makes the check-and-set atomic (SQLAlchemy's documented pysqlite recipe).
+    Other processes wait up to the 30 s busy timeout. PostgreSQL honours ``FOR UPDATE`` and the
+    journal storages lock their file or key, so they need nothing of this.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def bound_mlflow_http_retries() -> None:

@@ -204,11 +204,21 @@ def test_sigterm_interrupts_running_trials_and_keeps_finished_ones(sw, tmp_path:
     assert parent.info.status == "KILLED"
     states = {t.number: t.state.name for t in study.trials}
     assert states[0] == "COMPLETE", states
-    assert len(runs) == len([t for t in study.trials if "mlflow_run_id" in t.user_attrs])
+    # every trial run names its trial; the trial names its run unless the signal came while the
+    # run was being created (then the launcher closed the run, found by its trial-number tag)
+    by_trial: dict[int, Any] = {}
+    for r in runs.values():
+        number = int(r.data.tags["sweeps.trial_number"])
+        assert number not in by_trial, f"two runs for trial {number}"
+        by_trial[number] = r
+    for t in study.trials:
+        if "mlflow_run_id" in t.user_attrs:
+            assert by_trial[t.number].info.run_id == t.user_attrs["mlflow_run_id"]
+    assert set(by_trial) <= set(states), (by_trial, states)
     interrupted = 0
     for t in study.trials:
         assert t.state.name in ("COMPLETE", "FAIL", "WAITING"), (t.number, t.state)
-        run = runs.get(t.user_attrs.get("mlflow_run_id"))
+        run = by_trial.get(t.number)
         if t.state.name == "COMPLETE":
             assert t.params["epochs"] == 2 and len(t.intermediate_values) == 2
             assert run.info.status == "FINISHED"
@@ -218,7 +228,9 @@ def test_sigterm_interrupts_running_trials_and_keeps_finished_ones(sw, tmp_path:
             if run is not None:
                 assert run.info.status == "KILLED"
                 assert "interrupted" in run.data.tags["sweeps.reason"]
-                assert t.params["epochs"] == 3000 and 1 <= len(t.intermediate_values) < 3000
+                assert t.params["epochs"] == 3000 and len(t.intermediate_values) < 3000
+                if "training started" not in t.user_attrs["reason"]:  # the signal came while the run was set up
+                    assert len(t.intermediate_values) >= 1, t.user_attrs
     assert interrupted >= 1
     assert_nothing_running(sw, tmp_path)
     assert not worker_pids(proc.pid)
@@ -251,3 +263,37 @@ def test_killed_worker_fails_its_trial(sw, tmp_path: Path) -> None:
     assert "worker died" in run.data.tags["sweeps.reason"]
     assert parent.info.status != "RUNNING"
     assert_nothing_running(sw, tmp_path)
+
+
+def test_reconcile_closes_orphan_runs_and_fails_dead_workers_trials(tmp_path: Path) -> None:
+    """What the launcher repairs after its workers end: runs found by their trial-number tag."""
+    from sweeps.runner import reconcile
+    from sweeps.tracking import Tracker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="r", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "sweeps/r", flush_interval=0)
+    # trial 0: interrupted while its run was created (the run id never reached the trial)
+    t0 = study.ask()
+    orphan = tracker.start_trial("parent", "r", t0.number, {"eta": 0.5})
+    t0.set_user_attr("reason", "interrupted (signal SIGTERM) before training started")
+    study.tell(t0, state=optuna.trial.TrialState.FAIL)
+    # trial 1: its worker was SIGKILLed mid-trial (still RUNNING, run RUNNING)
+    t1 = study.ask()
+    t1.set_user_attr("worker", "host:4242")
+    killed = tracker.start_trial("parent", "r", t1.number, {"eta": 0.5})
+    t1.set_user_attr("mlflow_run_id", killed)
+    # trial 2: still running in a live worker: left alone
+    t2 = study.ask()
+    t2.set_user_attr("worker", "host:1")
+    alive = tracker.start_trial("parent", "r", t2.number, {"eta": 0.5})
+
+    assert reconcile(study, tracker, {"host:4242"}) == 3  # trial 1 failed, two runs closed
+    trials = {t.number: t for t in study.trials}
+    assert trials[1].state.name == "FAIL" and "worker died" in trials[1].user_attrs["reason"]
+    assert trials[2].state.name == "RUNNING"
+    runs = {r: tracker.client.get_run(r) for r in (orphan, killed, alive)}
+    assert runs[orphan].info.status == "KILLED"
+    assert runs[orphan].data.tags["sweeps.reason"].startswith("interrupted")
+    assert runs[killed].info.status == "FAILED" and "worker died" in runs[killed].data.tags["sweeps.reason"]
+    assert runs[alive].info.status == "RUNNING"
