@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,8 +122,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
         return JournalStorage(JournalRedisBackend(url))
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
-        # pysqlite's own transaction handling off: transactions start in _serialize_sqlite (below)
-        engine_kwargs = {"connect_args": {"timeout": 30, "isolation_level": None}}
+        engine_kwargs = {"connect_args": {"timeout": 30}}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
     kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
@@ -132,30 +132,48 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            storage = RDBStorage(url, **kwargs)
+            storage = (_sqlite_storage_class() if url.startswith("sqlite") else RDBStorage)(url, **kwargs)
     except Exception as err:  # noqa: BLE001 - re-raised with the URL named
         raise ValueError(f"cannot open Optuna storage {url!r}: {err}") from err
     if url.startswith("sqlite"):
-        _serialize_sqlite(storage.engine)
+        _begin_immediate_when_asked(storage.engine)
     return storage
 
 
-def _serialize_sqlite(engine: Any) -> None:
-    """Start every transaction on this SQLite engine with ``BEGIN IMMEDIATE``.
+_IMMEDIATE = threading.local()
 
-    Optuna pops an enqueued (WAITING) trial with ``SELECT ... FOR UPDATE`` and then sets it
-    RUNNING; SQLite ignores ``FOR UPDATE`` and pysqlite begins a transaction only at the UPDATE,
-    so two workers could both read WAITING, both set RUNNING and run the same trial twice (and the
-    second ``tell`` fails: "Cannot tell a COMPLETE trial"). ``BEGIN IMMEDIATE`` takes the write lock
-    before the read, which makes the check-and-set atomic (SQLAlchemy's documented pysqlite recipe).
-    Other processes wait up to the 30 s busy timeout. PostgreSQL honours ``FOR UPDATE`` and the
-    journal storages lock their file or key, so they need nothing of this.
+
+def _sqlite_storage_class() -> type:
+    """An ``RDBStorage`` whose trial state changes run in a ``BEGIN IMMEDIATE`` transaction on SQLite.
+
+    Optuna hands out an enqueued trial by reading it ``WAITING`` (``SELECT ... FOR UPDATE``) and
+    setting it ``RUNNING``. SQLite ignores ``FOR UPDATE`` and pysqlite begins the transaction only at
+    the ``UPDATE``, so two workers could both read ``WAITING`` and run the same trial twice (the
+    second ``tell`` then fails: "Cannot tell a COMPLETE trial"). Taking SQLite's write lock before
+    that read makes the check-and-set atomic. Only state changes do it (they write anyway), so reads
+    elsewhere keep running beside a writer. PostgreSQL honours ``FOR UPDATE`` and the journal
+    storages lock their file or key: they need nothing of this.
     """
+    from optuna.storages import RDBStorage
+
+    class SQLiteRDBStorage(RDBStorage):
+        def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
+            _IMMEDIATE.on = True
+            try:
+                return super().set_trial_state_values(trial_id, state, values)
+            finally:
+                _IMMEDIATE.on = False
+
+    return SQLiteRDBStorage
+
+
+def _begin_immediate_when_asked(engine: Any) -> None:
     from sqlalchemy import event
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(conn: Any) -> None:
+        if getattr(_IMMEDIATE, "on", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # pysqlite sees the open transaction and adds none
 
 
 def bound_mlflow_http_retries() -> None:
