@@ -159,6 +159,7 @@ class Helpers:
     clean_env = staticmethod(clean_env)
     sweeps_cmd = staticmethod(sweeps_cmd)
     write_config = staticmethod(write_config)
+    merge = staticmethod(_merge)
     run_cli = staticmethod(run_cli)
     popen_cli = staticmethod(popen_cli)
     describe = staticmethod(describe)
