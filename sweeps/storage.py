@@ -132,12 +132,9 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            storage = (_sqlite_storage_class() if url.startswith("sqlite") else RDBStorage)(url, **kwargs)
+            return (_sqlite_storage_class() if url.startswith("sqlite") else RDBStorage)(url, **kwargs)
     except Exception as err:  # noqa: BLE001 - re-raised with the URL named
         raise ValueError(f"cannot open Optuna storage {url!r}: {err}") from err
-    if url.startswith("sqlite"):
-        _begin_immediate_when_asked(storage.engine)
-    return storage
 
 
 _IMMEDIATE = threading.local()
@@ -155,8 +152,17 @@ def _sqlite_storage_class() -> type:
     storages lock their file or key: they need nothing of this.
     """
     from optuna.storages import RDBStorage
+    from sqlalchemy import event
+
+    def _begin(conn: Any) -> None:
+        if getattr(_IMMEDIATE, "on", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # pysqlite sees the open transaction and adds none
 
     class SQLiteRDBStorage(RDBStorage):
+        def __init__(self, url: str, **kwargs: Any) -> None:
+            super().__init__(url, **kwargs)
+            event.listen(self.engine, "begin", _begin)
+
         def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
             _IMMEDIATE.on = True
             try:
@@ -165,15 +171,6 @@ def _sqlite_storage_class() -> type:
                 _IMMEDIATE.on = False
 
     return SQLiteRDBStorage
-
-
-def _begin_immediate_when_asked(engine: Any) -> None:
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        if getattr(_IMMEDIATE, "on", False):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # pysqlite sees the open transaction and adds none
 
 
 def bound_mlflow_http_retries() -> None:
