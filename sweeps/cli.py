@@ -1,8 +1,11 @@
 """The ``sweeps`` command line.
 
 Exit codes: 0 success; 1 a sweep ran but no trial completed; 2 bad input (usage,
-config, mismatched study); 3 a required service or file is unreachable; 130
-interrupted by SIGINT/SIGTERM (finished trials are kept, nothing is left RUNNING).
+config, mismatched study); 3 a required service or file is unreachable (before the sweep, or a
+store that stayed down during it: its lost trials were failed and retried, rerun to finish);
+4 a worker died abnormally (killed, crashed: its trial was failed and retried, and a replacement
+worker finished the budget); 130 interrupted by SIGINT/SIGTERM/SIGHUP (finished trials are kept,
+nothing is left RUNNING).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import click
 from nncore.datasets import DatasetError
 from sweeps.config import ConfigError, SweepConfig, load_config
 
-EXIT_NO_COMPLETE, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_NO_COMPLETE, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_WORKER_DIED, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
 storage_option = click.option("--storage", metavar="URL", default=None,
                               help="Optuna storage URL (default: $SWEEPS_STORAGE, the config's study.storage, "
@@ -71,7 +74,7 @@ def main() -> None:
 def validate(config: str) -> None:
     """Check a sweep YAML file and print the parsed study (nothing is created)."""
     cfg = _config(config)
-    from sweeps.runner import build_pruner, build_sampler
+    from sweeps.samplers import build_pruner, build_sampler
 
     try:
         build_sampler(cfg)
@@ -109,9 +112,12 @@ def run(config: str, workers: int | None, n_trials: int | None, storage: str | N
     """Run (or resume) the sweep described by CONFIG until it has n_trials finished trials."""
     cfg = _config(config)
     loc = _locations(storage, tracking_uri, mlflow_yml, cfg)
+    import optuna
     from mlflow.exceptions import MlflowException
 
     from sweeps.runner import run_sweep
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     progress = None
     bar = None
@@ -125,7 +131,7 @@ def run(config: str, workers: int | None, n_trials: int | None, storage: str | N
         task = bar.add_task(cfg.name, total=n_trials or cfg.study.n_trials, detail="starting")
 
         def progress(counts: dict[str, int], best: float | None, total: int) -> None:
-            done = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]
+            done = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]  # retried (lost) trials not counted
             best_txt = f"best {best:.5g}" if best is not None else "best -"
             bar.update(task, completed=done, total=total,
                        detail=f"ok {counts['COMPLETE']} pruned {counts['PRUNED']} failed {counts['FAIL']} "
@@ -158,6 +164,10 @@ def run(config: str, workers: int | None, n_trials: int | None, storage: str | N
     c = summary.counts
     line = (f"study {summary.study_name!r}: {c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, "
             f"{c.get('FAIL', 0)} failed")
+    if c.get("RETRIED"):
+        line += f" ({c['RETRIED']} lost and retried)"
+    if c.get("WAITING"):
+        line += f", {c['WAITING']} waiting"
     if summary.best_value is not None:
         line += f"; best trial {summary.best_trial}: {cfg.objective.metric}={summary.best_value:.6g} " \
                 f"{json.dumps(summary.best_params)}"
@@ -165,6 +175,15 @@ def run(config: str, workers: int | None, n_trials: int | None, storage: str | N
     if summary.interrupted:
         click.echo("interrupted: running trials were marked failed, finished trials are kept", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    if summary.storage_unavailable or summary.tracking_unavailable:
+        which = " and ".join(w for w, down in (("the study's storage", summary.storage_unavailable),
+                                                ("the tracking store", summary.tracking_unavailable)) if down)
+        click.echo(f"error: {which} stayed unreachable; lost trials were failed and retried, finished ones are "
+                   f"kept: run the same command again once it is back", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    if summary.worker_deaths:
+        click.echo(f"error: {'; '.join(summary.worker_deaths)}; its trial was failed and retried", err=True)
+        sys.exit(EXIT_WORKER_DIED)
     if c.get("COMPLETE", 0) == 0:
         sys.exit(EXIT_NO_COMPLETE)
     if not quiet and not no_tracking:
@@ -186,9 +205,12 @@ def prepare(config: str, storage: str | None, tracking_uri: str | None, mlflow_y
     """
     cfg = _config(config)
     loc = _locations(storage, tracking_uri, mlflow_yml, cfg)
+    import optuna
     from mlflow.exceptions import MlflowException
 
     from sweeps.runner import prepare as prepare_sweep
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     try:
         prep = prepare_sweep(cfg, loc, new_study=new_study)
@@ -427,7 +449,12 @@ def gradcheck(sizes: str, cost: str, activation: str, penalty: str, lmbda: float
 @click.option("--port", type=int, default=5000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 def ui(tracking_uri: str | None, mlflow_yml: str | None, port: int, host: str) -> None:
-    """Start the MLflow UI on the configured store (Ctrl-C stops it)."""
+    """Start the MLflow UI on the configured store (Ctrl-C stops it).
+
+    The server runs in its own process group. SIGINT, SIGTERM or SIGHUP sends SIGTERM to that whole
+    group (the server and its workers), waits up to 10 s for it to go, then SIGKILLs whatever is
+    left, and exits 130. If the server exits by itself, its exit code is returned.
+    """
     loc = _locations(None, tracking_uri, mlflow_yml)
     if loc.tracking_uri.startswith(("http://", "https://")):
         click.echo(f"the tracking URI is a server already: open {loc.tracking_uri}")
@@ -442,15 +469,44 @@ def ui(tracking_uri: str | None, mlflow_yml: str | None, port: int, host: str) -
         cmd += ["--default-artifact-root", loc.artifact_location]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     click.echo(f"MLflow UI on http://{host}:{port}  (store {loc.tracking_uri})")
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        sys.exit(proc.wait())
-    except KeyboardInterrupt:
-        proc.terminate()
+    import signal
+    import time
+
+    received: list[int] = []  # the handler only records: Popen.wait() must not be re-entered from it
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+
+    def group_alive(pgid: int) -> bool:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):  # gone (or the id now names a group not ours)
+            return False
+        return True
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    # Its own session and process group: signals reach the server and its workers only from here.
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    while proc.poll() is None and not received:
+        time.sleep(0.1)
+    if not received:
+        sys.exit(proc.returncode)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 10
+    while proc.poll() is None or group_alive(proc.pid):
+        if time.monotonic() >= deadline:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            break
+        time.sleep(0.1)
+    proc.wait()
+    sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -176,6 +176,17 @@ class StudyConfig(_Strict):
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     storage: str | None = Field(None, description="Optuna storage URL; default sqlite:///optuna.db")
     workers: int = Field(1, ge=1)
+    heartbeat_interval: int = Field(20, ge=1, le=3600, description="seconds between a running trial's heartbeats")
+    heartbeat_grace: int = Field(120, ge=2, le=86400,
+                                 description="seconds without a heartbeat after which a trial is failed and retried")
+    max_retries: int = Field(3, ge=0, le=100, description="retries of a trial lost to an infrastructure fault")
+
+    @model_validator(mode="after")
+    def _grace_covers_beats(self) -> "StudyConfig":
+        if self.heartbeat_grace < 2 * self.heartbeat_interval:
+            raise ValueError(f"study.heartbeat_grace must be at least 2 x study.heartbeat_interval "
+                             f"({2 * self.heartbeat_interval} s), got {self.heartbeat_grace}")
+        return self
 
 
 class SweepConfig(_Strict):

@@ -9,7 +9,15 @@ Trial outcomes (Optuna state / MLflow status / ``reason``):
   than failed so that the samplers (TPE) learn that the region is bad; failed trials are
   ignored by them;
 * any other exception: FAIL / FAILED, ``<ExceptionType>: message``; the sweep goes on;
-* interrupted (SIGINT/SIGTERM): FAIL / KILLED, ``interrupted``.
+* interrupted (SIGINT/SIGTERM): FAIL / KILLED, ``interrupted``;
+* the tracking store did not take the run within the outage limit: FAIL, ``lost: tracking
+  unavailable: ...`` (:class:`TrackingLost`; the worker's repair retries such trials);
+* the trial was failed elsewhere while this process was not heard from (stopped past the heartbeat
+  grace): its run ends KILLED, ``abandoned: ...``, and :class:`TrialAbandoned` tells the worker to
+  drop the trial (the study already retried it).
+
+A completed trial's ``reason`` says how it ended: ``completed: 15 epochs`` (or ``early_stopping``,
+``schedule_floor`` after ``completed:``).
 
 Each trial's NumPy ``Generator`` derives from ``SeedSequence([seed, trial.number])``, so the
 same config and seed give the same metrics whatever worker runs the trial.
@@ -29,19 +37,25 @@ import optuna
 import nncore
 from nncore.datasets import Dataset
 from nncore.regularizers import convert_lambda, decay_rate
-from sweeps import space
+from sweeps import names, space
 from sweeps.config import DataConfig, SweepConfig
-from sweeps.tracking import Tracker, package_versions
+from sweeps.tracking import Tracker, TrackingUnavailable, package_versions
 
-STUDY_ATTR_FINGERPRINT = "sweeps.fingerprint"
-STUDY_ATTR_PARENT_RUN = "sweeps.mlflow_parent_run_id"
-TRIAL_ATTR_RUN = "mlflow_run_id"
-TRIAL_ATTR_REASON = "reason"
-TRIAL_ATTR_WORKER = "worker"
+# Earlier spellings (the names live in sweeps.names).
+STUDY_ATTR_FINGERPRINT, STUDY_ATTR_PARENT_RUN = names.STUDY_FINGERPRINT, names.STUDY_PARENT_RUN
+TRIAL_ATTR_RUN, TRIAL_ATTR_REASON, TRIAL_ATTR_WORKER = names.TRIAL_RUN, names.TRIAL_REASON, names.TRIAL_WORKER
 
 
 class Interrupted(KeyboardInterrupt):
     """Raised inside a running trial when the worker receives SIGINT or SIGTERM."""
+
+
+class TrialAbandoned(Exception):
+    """The trial was failed elsewhere (stale heartbeat) while this process ran it: drop it, tell nothing."""
+
+
+class TrackingLost(Exception):
+    """The trial's MLflow run could not be created or delivered within the outage limit."""
 
 
 def load_data(cfg: DataConfig, seed: int) -> Dataset:
@@ -122,21 +136,36 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> float:
         cfg = self.cfg
         trial.set_user_attr(TRIAL_ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
-        settings = space.suggest(trial, cfg)
+        try:
+            settings = space.suggest(trial, cfg)
+        except optuna.exceptions.UpdateFinishedTrialError as exc:
+            raise TrialAbandoned(f"trial {trial.number} was ended elsewhere before it started: {exc}") from exc
         params = trial_params(cfg, settings, self.data, trial.number)
         run_id = None
         if self.tracker is not None:
             try:
-                run_id = self.tracker.start_trial(self.parent_run_id or "", cfg.name, trial.number, params)
+                run_id = self.tracker.start_trial(self.parent_run_id or "", cfg.name, trial.number, params,
+                                                  should_stop=self.interrupt_flag)
+            except TrackingUnavailable as exc:
+                reason = f"{names.REASON_LOST_TRACKING}: {exc}"
+                trial.set_user_attr(TRIAL_ATTR_REASON, reason)
+                raise TrackingLost(reason) from exc
             except Exception as exc:
                 trial.set_user_attr(TRIAL_ATTR_REASON, f"MLflow: could not start the trial's run: {_reason_of(exc)}")
                 raise
-            except KeyboardInterrupt as exc:  # the run may exist: the launcher's reconcile closes it (by its tag)
+            except KeyboardInterrupt as exc:  # the run may exist: the launcher's repair closes it (by its tag)
                 trial.set_user_attr(TRIAL_ATTR_REASON, f"interrupted ({exc}) before training started")
                 raise
-            trial.set_user_attr(TRIAL_ATTR_RUN, run_id)
+            try:
+                trial.set_user_attr(TRIAL_ATTR_RUN, run_id)
+            except optuna.exceptions.UpdateFinishedTrialError as exc:
+                self._abandon(trial, run_id, [])
+                raise TrialAbandoned(str(exc)) from exc
         history: list[dict[str, float]] = []
         net = None
+        value: float | None = None
+        status: str | None = None
+        to_raise: BaseException | None = None
         try:
             if settings["batch_size"] > self.data.train.n:
                 raise ValueError(f"batch_size must be <= n_train={self.data.train.n}, got {settings['batch_size']}")
@@ -176,26 +205,50 @@ class Objective:
             finally:
                 self.interruptible = False
             value = history[-1][metric]
-            trial.set_user_attr("stop_reason", result.stop_reason)
-            trial.set_user_attr("epochs_run", len(history))
-            self._finish(trial, run_id, "COMPLETE", "", net, history, params)
-            return value
+            trial.set_user_attr(names.TRIAL_STOP_REASON, result.stop_reason)
+            trial.set_user_attr(names.TRIAL_EPOCHS_RUN, len(history))
+            state, reason = "COMPLETE", f"completed: {len(history)} epochs ({result.stop_reason})"
+        except optuna.exceptions.UpdateFinishedTrialError as exc:
+            self._abandon(trial, run_id, history)
+            raise TrialAbandoned(str(exc)) from exc
         except optuna.TrialPruned as exc:
-            self._finish(trial, run_id, "PRUNED", str(exc), net, history, params)
-            raise
+            state, reason, to_raise = "PRUNED", str(exc), exc
         except nncore.DivergenceError as exc:
             if exc.record is not None and run_id is not None:
                 self.tracker.log_epoch(run_id, exc.record.to_metrics(), exc.record.epoch)  # type: ignore[union-attr]
-            reason = f"diverged: {exc}"
-            self._finish(trial, run_id, "PRUNED", reason, None, history, params)
-            raise optuna.TrialPruned(reason) from exc
+            state, reason, net = "PRUNED", f"diverged: {exc}", None
+            to_raise = optuna.TrialPruned(reason)
+            to_raise.__cause__ = exc
         except Exception as exc:
-            self._finish(trial, run_id, "FAIL", _reason_of(exc), None, history, params)
-            raise
+            state, reason, net, to_raise = "FAIL", _reason_of(exc), None, exc
         except KeyboardInterrupt as exc:
-            self._finish(trial, run_id, "FAIL", f"interrupted ({exc})" if str(exc) else "interrupted", None,
-                         history, params, status="KILLED")
-            raise
+            state, net, to_raise, status = "FAIL", None, exc, "KILLED"
+            reason = f"interrupted ({exc})" if str(exc) else "interrupted"
+        try:
+            trial.set_user_attr(TRIAL_ATTR_REASON, reason)
+        except optuna.exceptions.UpdateFinishedTrialError as exc:
+            self._abandon(trial, run_id, history)
+            raise TrialAbandoned(str(exc)) from exc
+        try:
+            self._finish(trial, run_id, state, reason, net, history, params, status=status)
+        except TrackingUnavailable as exc:
+            lost = f"{names.REASON_LOST_TRACKING}: the run's data could not be delivered ({exc})"
+            trial.set_user_attr(TRIAL_ATTR_REASON, lost)
+            raise TrackingLost(lost) from exc
+        if to_raise is not None:
+            raise to_raise
+        assert value is not None
+        return value
+
+    def _abandon(self, trial: optuna.Trial, run_id: str | None, history: list[dict[str, float]]) -> None:
+        """The trial was failed elsewhere (and retried): end its run KILLED with the reason, keep its epochs."""
+        reason = (f"abandoned: trial {trial.number} was failed while this worker was not heard from (no heartbeat "
+                  f"for longer than the grace period, e.g. a stopped process); the study retried it")
+        if run_id is not None and self.tracker is not None:
+            try:
+                self.tracker.finish(run_id, "FAIL", reason, status="KILLED", should_stop=lambda: True)
+            except TrackingUnavailable:
+                pass  # stays queued: later tries or the launcher's repair close it
 
     def _pruner_may_act(self, epoch: int) -> bool:
         """False where the configured pruner is certain to answer "continue" (no storage read needed).
@@ -214,16 +267,23 @@ class Objective:
 
     def _finish(self, trial: optuna.Trial, run_id: str | None, state: str, reason: str, net: Any,
                 history: list[dict[str, float]], params: dict[str, Any], status: str | None = None) -> None:
-        if reason:
-            trial.set_user_attr(TRIAL_ATTR_REASON, reason)
+        """Log the trial's artifacts, then end its run with the state and reason (through an outage)."""
         if run_id is None or self.tracker is None:
             return
         try:
             if self.artifacts != "none" and history and state != "FAIL":
                 plots = self.artifacts == "all" or state == "COMPLETE"
                 self._log_artifacts(run_id, net, history, params, plots=plots)
+        except Exception as exc:  # noqa: BLE001 - an artifact store failure does not undo the training
+            from sweeps.tracking import is_transient
+
+            if not is_transient(exc):
+                raise
         finally:
-            self.tracker.finish(run_id, state, reason, status=status)
+            from sweeps.repair import run_status
+
+            self.tracker.finish(run_id, state, reason, status=status or run_status(state, reason),
+                                should_stop=self.interrupt_flag)
 
     def _log_artifacts(self, run_id: str, net: Any, history: list[dict[str, float]], params: dict[str, Any], *,
                        plots: bool) -> None:

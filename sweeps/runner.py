@@ -1,18 +1,27 @@
-"""Run a study with N worker processes on one machine.
+"""The launcher: prepare a study, run it with N worker processes on this machine, report honestly.
 
-The launching process validates everything and creates (or resumes) the study before any
-worker starts; it then starts ``workers`` processes (never threads: NumPy training is
-CPU-bound), each with one BLAS thread, ``n_jobs=1`` and its share of the remaining trials,
-so that the study ends with exactly ``n_trials`` finished trials, and prepares the MLflow
-store and the study's parent run while they import and load data: no worker touches MLflow
-before the launcher has created the store. ``n_trials`` is the study's total: re-running a
-sweep resumes it and runs only what is missing.
+The launching process validates everything and creates (or resumes) the study and its budget
+(:mod:`sweeps.study`) before any worker starts; it then starts ``workers`` processes (never
+threads: NumPy training is CPU-bound), each with one BLAS thread, which take enqueued trials
+until none is left (:mod:`sweeps.worker`), and prepares the MLflow store and the study's parent
+run while they import and load data: no worker touches MLflow before the launcher has created
+the store. ``n_trials`` is the study's total: re-running a sweep resumes it and runs only what
+is missing.
 
-Signals: SIGINT/SIGTERM to the launcher are forwarded to the workers; a worker
-interrupted mid-trial marks the trial FAIL (reason ``interrupted``) and its MLflow run
-KILLED, then exits. Afterwards the launcher fails trials that its dead workers left
-RUNNING (a SIGKILL) and closes every MLflow trial run still RUNNING whose trial has
-ended, so nothing stays RUNNING. Trials that finished are never touched.
+While the workers run, the launcher watches them:
+
+* a worker that dies (SIGKILL, a crash) has its running trial failed at once ("lost: worker
+  died ...") and retried (:mod:`sweeps.repair`), and a replacement worker is started while
+  trials are waiting (at most ``2 x workers`` replacements);
+* every ``heartbeat_interval`` seconds it fails heartbeat-stale trials (a stopped worker's), so a
+  study with one launcher recovers too;
+* SIGINT/SIGTERM are forwarded to the workers: a worker interrupted mid-trial marks the trial
+  FAIL (reason ``interrupted``) and its MLflow run KILLED, then exits; workers still alive after
+  60 s are killed.
+
+At the end it repairs what is left (:func:`sweeps.repair.reconcile`) and closes the parent run.
+:class:`SweepSummary` says what happened, including worker deaths and unreachable stores, which
+the CLI turns into exit codes.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -31,131 +41,38 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.trial import TrialState
 
-from sweeps.config import ConfigError, SweepConfig, parse_config
-from sweeps.objective import (STUDY_ATTR_FINGERPRINT, STUDY_ATTR_PARENT_RUN, TRIAL_ATTR_REASON,
-                              TRIAL_ATTR_RUN, TRIAL_ATTR_WORKER, Objective, load_data)
-from sweeps.storage import Locations, bound_mlflow_http_retries, check_tracking_server, open_storage
-from sweeps.tracking import RUN_STATUS, STATE, TRIAL_NUMBER, Tracker, package_versions
+from sweeps import names, repair
+from sweeps.config import SweepConfig, parse_config
+from sweeps.objective import load_data
+from sweeps.storage import Locations, bound_mlflow_http_retries, check_tracking_server
+from sweeps.study import StudyMismatch, counts_of, open_study_storage, outcome, prepare_study  # noqa: F401
+from sweeps.tracking import Tracker, package_versions
+from sweeps.worker import EXIT_STORAGE_UNAVAILABLE, EXIT_TRACKING_UNAVAILABLE, run_worker
 
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-class StudyMismatch(ConfigError):
-    """Resuming a study whose search space, objective or direction differ from the config."""
+#: Seconds the launcher waits for interrupted workers before it kills them.
+INTERRUPT_KILL_AFTER = 60.0
 
 
 @dataclass
 class SweepSummary:
     study_name: str
     counts: dict[str, int] = field(default_factory=dict)
+    budget: int | None = None
     best_value: float | None = None
     best_params: dict[str, Any] | None = None
     best_trial: int | None = None
     interrupted: bool = False
     parent_run_id: str | None = None
+    #: One line per worker that died abnormally (signal or crash).
+    worker_deaths: list[str] = field(default_factory=list)
+    #: Set when a worker stopped because the study's storage or the tracking store stayed unreachable.
+    storage_unavailable: bool = False
+    tracking_unavailable: bool = False
 
 
-# -- samplers and pruners ---------------------------------------------------------------------
-
-def build_sampler(cfg: SweepConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded with ``seed + worker_index``."""
-    from sweeps import space
-
-    name, opts = cfg.study.sampler.name, dict(cfg.study.sampler.options)
-    seed = cfg.seed + worker_index
-    try:
-        if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, **opts)
-        if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed, **opts)
-        if name == "grid":
-            return optuna.samplers.GridSampler(space.grid(cfg), seed=seed, **opts)
-        if name == "qmc":
-            return optuna.samplers.QMCSampler(seed=seed, **opts)
-        if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed, **opts)
-        if name == "cmaes":
-            import cmaes  # noqa: F401 - optuna imports it lazily; fail here, before anything starts
-
-            return optuna.samplers.CmaEsSampler(seed=seed, **opts)
-        if name == "gp":
-            import torch  # noqa: F401
-
-            return optuna.samplers.GPSampler(seed=seed, **opts)
-    except ImportError as err:
-        raise ConfigError(f"study.sampler.name: {name!r} needs the package {err.name!r}, which is not installed "
-                          f"(pip install {err.name}); installed samplers: tpe, random, grid, qmc, nsga2") from None
-    except TypeError as err:
-        raise ConfigError(f"study.sampler.options: invalid option for {name!r}: {err}") from None
-    raise ConfigError(f"study.sampler.name: unknown sampler {name!r}")  # pragma: no cover
-
-
-def build_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
-    name, opts = cfg.study.pruner.name, dict(cfg.study.pruner.options)
-    try:
-        if name == "median":
-            return optuna.pruners.MedianPruner(**opts)
-        if name == "percentile":
-            if "percentile" not in opts:
-                raise ConfigError("study.pruner.options.percentile: required for the 'percentile' pruner "
-                                  "(a number in [0, 100])")
-            return optuna.pruners.PercentilePruner(**opts)
-        if name == "successive_halving":
-            return optuna.pruners.SuccessiveHalvingPruner(**opts)
-        if name == "hyperband":
-            opts.setdefault("min_resource", 1)
-            opts.setdefault("max_resource", cfg.training.epochs)
-            return optuna.pruners.HyperbandPruner(**opts)
-        return optuna.pruners.NopPruner()
-    except (TypeError, ValueError) as err:
-        if isinstance(err, ConfigError):
-            raise
-        raise ConfigError(f"study.pruner.options: invalid option for {name!r}: {err}") from None
-
-
-# -- study preparation -------------------------------------------------------------------------
-
-def _existing_study(storage: Any, name: str) -> optuna.Study | None:
-    names = {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
-    return optuna.load_study(study_name=name, storage=storage) if name in names else None
-
-
-def _free_name(storage: Any, base: str) -> str:
-    names = {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
-    k = 2
-    while f"{base}-v{k}" in names:
-        k += 1
-    return f"{base}-v{k}"
-
-
-def prepare_study(cfg: SweepConfig, loc: Locations, *, new_study: bool = False) -> tuple[str, optuna.Study]:
-    """Create or resume the study; refuse a changed fingerprint unless ``new_study``."""
-    build_sampler(cfg)
-    build_pruner(cfg)
-    storage = open_storage(loc.storage)
-    name = cfg.name
-    existing = _existing_study(storage, name)
-    if existing is not None:
-        stored = existing.user_attrs.get(STUDY_ATTR_FINGERPRINT)
-        direction = existing.direction.name.lower()
-        if (stored is not None and stored != cfg.fingerprint()) or direction != cfg.objective.direction:
-            if not new_study:
-                what = "direction" if direction != cfg.objective.direction else \
-                    "search space, objective or fixed settings"
-                raise StudyMismatch(
-                    f"study {name!r} in {loc.storage} was created with a different {what} than {cfg.name!r} now has "
-                    f"(stored direction: {direction}); resuming would mix incomparable trials. Use --new-study to "
-                    f"start a new study, or change 'name'.")
-            name = _free_name(storage, name)
-    study = optuna.create_study(study_name=name, storage=storage, direction=cfg.objective.direction,
-                                load_if_exists=True)
-    if STUDY_ATTR_FINGERPRINT not in study.user_attrs:
-        study.set_user_attr(STUDY_ATTR_FINGERPRINT, cfg.fingerprint())
-    return name, study
-
+# -- the parent run ------------------------------------------------------------------------
 
 def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, dict) and prefix != "search_space":
@@ -173,132 +90,6 @@ def study_params(cfg: SweepConfig, fingerprint: str) -> dict[str, Any]:
     return out
 
 
-# -- workers -----------------------------------------------------------------------------------
-
-def run_worker(cfg_data: dict, loc: Locations, study_name: str, n_trials: int, worker_index: int = 0,
-               timeout: float | None = None, tracking: bool = True, artifacts: str = "complete",
-               ready: Any = None, cancelled: Any = None) -> None:
-    """One worker: load the study and the data, run ``n_trials`` trials (n_jobs=1).
-
-    ``ready``/``cancelled`` (events): the launcher prepares the MLflow store and the parent run while
-    its workers start; a worker waits for ``ready`` before its first MLflow call (concurrent first
-    use of a fresh SQLite store breaks MLflow's migrations) and exits if ``cancelled`` is set.
-    """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    bound_mlflow_http_retries()
-    cfg = parse_config(cfg_data, source="worker")
-    storage = open_storage(loc.storage)
-    study = optuna.load_study(study_name=study_name, storage=storage, sampler=build_sampler(cfg, worker_index),
-                              pruner=build_pruner(cfg))
-    data = load_data(cfg.data, cfg.seed)
-    if tracking and not loc.tracking_uri.startswith(("http://", "https://")):
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - ~0.6 s import, while the launcher prepares
-    if ready is not None:
-        ready.wait()
-        if cancelled is not None and cancelled.is_set():
-            return
-    parent_run_id = study.user_attrs.get(STUDY_ATTR_PARENT_RUN) if tracking else None
-    tracker = Tracker(loc.tracking_uri, loc.experiment_name(study_name), loc.artifact_location,
-                      flush_interval=loc.flush_interval_s) if tracking else None
-    stop = threading.Event()
-    objective = Objective(cfg, data, tracker, parent_run_id, artifacts=artifacts, interrupt_flag=stop.is_set)
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-        if objective.in_trial and objective.interruptible:  # else: the objective stops after the epoch's I/O
-            raise_interrupt(signum)
-
-    def raise_interrupt(signum: int) -> None:
-        from sweeps.objective import Interrupted
-
-        raise Interrupted(f"signal {signal.Signals(signum).name}")
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-
-    def stop_between_trials(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if stop.is_set():
-            study.stop()
-
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        threadpool_limits = None
-    limiter = threadpool_limits(1) if threadpool_limits is not None else None
-    try:
-        # n_trials is this worker's share; MaxTrialsCallback (all states) also stops it once the shared
-        # study holds cfg.study.n_trials trials, when several launchers (machines) work on one study.
-        cap = optuna.study.MaxTrialsCallback(cfg.study.n_trials, states=None)
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
-                       callbacks=[stop_between_trials, cap], gc_after_trial=False, show_progress_bar=False)
-    finally:
-        if limiter is not None:
-            limiter.unregister()
-
-
-def _worker_entry(*args: Any) -> None:
-    try:
-        run_worker(*args)
-    except KeyboardInterrupt:
-        os._exit(130)
-
-
-# -- repair ------------------------------------------------------------------------------------
-
-def reconcile(study: optuna.Study, tracker: Tracker | None, dead_workers: set[str] = frozenset()) -> int:
-    """Fail trials left RUNNING by dead workers; close MLflow trial runs whose trial ended.
-
-    Returns the number of repaired trials and runs.
-    """
-    repaired = 0
-    storage = study._storage
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    for t in trials.values():
-        if t.state == TrialState.RUNNING and t.user_attrs.get(TRIAL_ATTR_WORKER) in dead_workers:
-            storage.set_trial_user_attr(t._trial_id, TRIAL_ATTR_REASON, "worker died while running the trial")
-            try:
-                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                repaired += 1
-            except RuntimeError:
-                pass  # finished meanwhile
-    if tracker is None:
-        return repaired
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    for run in tracker.running_trial_runs():
-        number = run.data.tags.get(TRIAL_NUMBER)
-        trial = trials.get(int(number)) if number is not None and number.isdigit() else None
-        if trial is None or trial.state == TrialState.RUNNING:
-            continue
-        if trial.user_attrs.get(TRIAL_ATTR_RUN) not in (None, run.info.run_id):
-            continue
-        state = trial.state.name
-        reason = trial.user_attrs.get(TRIAL_ATTR_REASON, "")
-        if state == "FAIL" and not reason:
-            reason = "trial failed while its worker was not running (killed worker or stale heartbeat)"
-        status = "KILLED" if reason.startswith("interrupted") else RUN_STATUS.get(state, "FAILED")
-        tracker.finish(run.info.run_id, state, reason, status=status)
-        repaired += 1
-    return repaired
-
-
-# -- the sweep ---------------------------------------------------------------------------------
-
-def counts_of(study: optuna.Study) -> dict[str, int]:
-    out = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-    return out
-
-
-def _split(total: int, parts: int) -> list[int]:
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
-
-
-ProgressFn = Callable[[dict[str, int], float | None, int], None]
-
-
 @dataclass
 class Prepared:
     """A study ready for workers: its name, the study, the tracker and the parent run id."""
@@ -310,12 +101,13 @@ class Prepared:
     parent_run_id: str | None
 
 
-def prepare_tracking(cfg: SweepConfig, loc: Locations, name: str, study: optuna.Study) -> tuple[Tracker, str]:
-    """Create the MLflow store, experiment and parent run (or find them); repair stale runs."""
-    bound_mlflow_http_retries()
+def prepare_tracking(cfg: SweepConfig, loc: Locations, name: str, study: optuna.Study,
+                     storage: Any) -> tuple[Tracker, str]:
+    """Create the MLflow store, experiment and parent run (or find them); close runs left RUNNING."""
+    bound_mlflow_http_retries(loc.request_timeout_s)
     tracker = Tracker(loc.tracking_uri, loc.experiment_name(name), loc.artifact_location,
-                      flush_interval=loc.flush_interval_s)
-    parent_run_id = study.user_attrs.get(STUDY_ATTR_PARENT_RUN)
+                      flush_interval=loc.flush_interval_s, outage_s=loc.tracking_outage_s)
+    parent_run_id = study.user_attrs.get(names.STUDY_PARENT_RUN)
     if parent_run_id is not None:
         try:
             tracker.client.update_run(parent_run_id, status="RUNNING")
@@ -323,8 +115,8 @@ def prepare_tracking(cfg: SweepConfig, loc: Locations, name: str, study: optuna.
             parent_run_id = None
     if parent_run_id is None:
         parent_run_id = tracker.study_run(name, study_params(cfg, cfg.fingerprint()))
-        study.set_user_attr(STUDY_ATTR_PARENT_RUN, parent_run_id)
-    reconcile(study, tracker)
+        study.set_user_attr(names.STUDY_PARENT_RUN, parent_run_id)
+    repair.reconcile(study, storage, tracker, grace=cfg.study.heartbeat_grace, max_retries=cfg.study.max_retries)
     return tracker, parent_run_id
 
 
@@ -334,24 +126,91 @@ def _check_and_open_study(cfg: SweepConfig, loc: Locations, *, new_study: bool,
     load_data(cfg.data, cfg.seed)  # fails now (missing file, bad checksum) rather than in every worker
     if tracking:
         check_tracking_server(loc.tracking_uri)
-    return prepare_study(cfg, loc, new_study=new_study)
+    return prepare_study(cfg, loc.storage, new_study=new_study)
 
 
 def prepare(cfg: SweepConfig, loc: Locations, *, new_study: bool = False, tracking: bool = True) -> Prepared:
-    """Everything that must exist before trials run: data check, study, MLflow store and parent run.
+    """Everything that must exist before trials run: data check, study and budget, MLflow store and parent run.
 
     Idempotent: a second launcher (or ``sweeps prepare`` run first, as docker-compose does) finds the
     study and its parent run (the run id is a study user attribute) and reuses them.
     """
     name, study = _check_and_open_study(cfg, loc, new_study=new_study, tracking=tracking)
-    tracker, parent_run_id = prepare_tracking(cfg, loc, name, study) if tracking else (None, None)
+    storage = open_study_storage(cfg, loc.storage)
+    tracker, parent_run_id = prepare_tracking(cfg, loc, name, study, storage) if tracking else (None, None)
     return Prepared(cfg, name, study, tracker, parent_run_id)
+
+
+# -- worker processes --------------------------------------------------------------------------
+
+def _worker_entry(*args: Any) -> None:
+    try:
+        code = run_worker(*args)
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no interpreter teardown: nothing of MLflow's or Optuna's can block the exit
+
+
+def _how_it_died(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class _Workers:
+    """The launcher's worker processes: start, watch, replace, signal."""
+
+    def __init__(self, ctx: Any, args: tuple, count: int, max_replacements: int) -> None:
+        self.ctx, self.args, self.count = ctx, args, count
+        self.procs: list[Any] = []
+        self.seen: set[int] = set()
+        self.replacements_left = max_replacements
+        self.host = socket.gethostname()
+
+    def start(self, index: int) -> None:
+        p = self.ctx.Process(target=_worker_entry, name=f"sweeps-worker-{index}", args=(self.args[0], self.args[1],
+                             self.args[2], index, *self.args[3:]))
+        p.start()
+        self.procs.append(p)
+
+    def alive(self) -> list[Any]:
+        return [p for p in self.procs if p.is_alive()]
+
+    def newly_ended(self) -> list[Any]:
+        out = [p for p in self.procs if not p.is_alive() and p.pid not in self.seen]
+        self.seen.update(p.pid for p in out)
+        return out
+
+    def signal_all(self, sig: int) -> None:
+        for p in self.alive():
+            try:
+                os.kill(p.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, seconds: float) -> None:
+        alive = self.alive()
+        if not alive:
+            return
+        from multiprocessing.connection import wait
+
+        wait([p.sentinel for p in alive], timeout=seconds)
+
+
+ProgressFn = Callable[[dict[str, int], float | None, int], None]
 
 
 def run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None = None, n_trials: int | None = None,
               new_study: bool = False, tracking: bool = True, artifacts: str | bool | None = None,
               progress: ProgressFn | None = None, poll_interval: float = 1.0) -> SweepSummary:
-    """Run (or resume) the study described by ``cfg`` until it has ``n_trials`` finished trials.
+    """Run (or resume) the study described by ``cfg`` until its budget of trials is done.
 
     ``artifacts``: ``complete`` | ``all`` | ``none`` (``True``/``False``: ``complete``/``none``;
     ``None``: ``loc.trial_artifacts``).
@@ -362,64 +221,68 @@ def run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None = None, n
     elif artifacts is False:
         artifacts = "none"
     name, study = _check_and_open_study(cfg, loc, new_study=new_study, tracking=tracking)
+    storage = open_study_storage(cfg, loc.storage)
+    summary = SweepSummary(study_name=name)
     tracker: Tracker | None = None
     parent_run_id: str | None = None
-    counts = counts_of(study)
-    remaining = cfg.study.n_trials - (counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"])
-    summary = SweepSummary(study_name=name)
-    shares = [s for s in _split(max(remaining, 0), cfg.study.workers) if s > 0]
+    grace, retries = cfg.study.heartbeat_grace, cfg.study.max_retries
+    waiting = counts_of(study)["WAITING"]
+    n_workers = min(cfg.study.workers, waiting)
 
     ctx = mp.get_context("spawn")
     saved_env = {k: os.environ.get(k) for k in BLAS_ENV}
     os.environ.update({k: "1" for k in BLAS_ENV})
-    procs: list[mp.process.BaseProcess] = []
     interrupted = threading.Event()
     previous = {}
+    ready, cancelled = ctx.Event(), ctx.Event()
+    pool = _Workers(ctx, (cfg.model_dump(mode="json"), loc, name, cfg.study.timeout, tracking, artifacts, ready,
+                          cancelled), n_workers, max_replacements=2 * max(n_workers, 1))
+    dead: dict[str, str] = {}
+    started = time.monotonic()
 
     def on_signal(signum: int, frame: Any) -> None:
         interrupted.set()
-        for p in procs:
-            if p.is_alive() and p.pid is not None:
-                try:
-                    os.kill(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+        pool.signal_all(signal.SIGTERM)
 
     try:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, on_signal)
-        cfg_data = cfg.model_dump(mode="json")
-        ready, cancelled = ctx.Event(), ctx.Event()
-        for i, share in enumerate(shares):  # workers start (imports, data) while MLflow is prepared below
-            p = ctx.Process(target=_worker_entry, name=f"sweeps-worker-{i}",
-                            args=(cfg_data, loc, name, share, i, cfg.study.timeout, tracking, artifacts, ready,
-                                  cancelled))
-            p.start()
-            procs.append(p)
+        for i in range(n_workers):  # workers start (imports, data) while MLflow is prepared below
+            pool.start(i)
         try:
             if tracking:
-                tracker, parent_run_id = prepare_tracking(cfg, loc, name, study)
+                tracker, parent_run_id = prepare_tracking(cfg, loc, name, study, storage)
                 summary.parent_run_id = parent_run_id
         except BaseException:
             cancelled.set()
             ready.set()
-            for p in procs:
+            for p in pool.procs:
                 p.join(timeout=30)
             raise
         ready.set()
-        deadline_kill = None
-        while any(p.is_alive() for p in procs):
-            for p in procs:
-                p.join(timeout=poll_interval / max(len(procs), 1))
+        kill_at = None
+        next_repair = time.monotonic() + cfg.study.heartbeat_interval
+        while pool.alive():
+            pool.wait(poll_interval)
+            for p in pool.newly_ended():
+                _on_worker_end(p, pool, summary, dead, interrupted.is_set())
+            if dead:
+                repair.fail_dead_workers(study, storage, dead, retries)
+            if time.monotonic() >= next_repair:
+                repair.fail_lost(study, storage, grace, retries)
+                next_repair = time.monotonic() + cfg.study.heartbeat_interval
+            if not interrupted.is_set() and not (summary.storage_unavailable or summary.tracking_unavailable):
+                _replace_workers(study, pool, cfg, started)
             if progress is not None:
                 _report(study, progress, cfg.study.n_trials)
             if interrupted.is_set():
-                deadline_kill = deadline_kill or time.monotonic() + 60
-                if time.monotonic() > deadline_kill:
-                    for p in procs:
-                        if p.is_alive():
-                            p.kill()
+                kill_at = kill_at or time.monotonic() + INTERRUPT_KILL_AFTER
+                if time.monotonic() > kill_at:
+                    for p in pool.alive():
+                        p.kill()
+        for p in pool.newly_ended():
+            _on_worker_end(p, pool, summary, dead, interrupted.is_set())
     finally:
         for k, v in saved_env.items():
             if v is None:
@@ -428,21 +291,49 @@ def run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None = None, n
                 os.environ[k] = v
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    host = socket.gethostname()
-    dead = {f"{host}:{p.pid}" for p in procs}
-    reconcile(study, tracker, dead)
+    repair.reconcile(study, storage, tracker, dead, grace=grace, max_retries=retries)
     if progress is not None:
         _report(study, progress, cfg.study.n_trials)
-    summary.counts = counts_of(study)
+    result = outcome(study)
+    summary.counts, summary.budget = result.counts, result.budget
+    summary.best_value, summary.best_params, summary.best_trial = result.best_value, result.best_params, \
+        result.best_trial
     summary.interrupted = interrupted.is_set()
-    try:
-        best = study.best_trial
-        summary.best_value, summary.best_params, summary.best_trial = best.value, dict(best.params), best.number
-    except ValueError:
-        pass
     if tracker is not None and parent_run_id is not None:
-        _close_parent(study, tracker, parent_run_id, summary, artifacts)
+        try:
+            _close_parent(study, tracker, parent_run_id, summary, artifacts)
+        except Exception as err:  # noqa: BLE001 - a tracking store that went away at the very end
+            from sweeps.tracking import is_transient
+
+            if not is_transient(err):
+                raise
+            summary.tracking_unavailable = True
     return summary
+
+
+def _on_worker_end(p: Any, pool: _Workers, summary: SweepSummary, dead: dict[str, str], interrupted: bool) -> None:
+    code = p.exitcode
+    if code == EXIT_STORAGE_UNAVAILABLE:
+        summary.storage_unavailable = True
+    elif code == EXIT_TRACKING_UNAVAILABLE:
+        summary.tracking_unavailable = True
+    elif code not in (0, 130) and not (interrupted and code == -signal.SIGTERM):
+        how = _how_it_died(code)
+        dead[f"{pool.host}:{p.pid}"] = how
+        summary.worker_deaths.append(f"worker {p.name} (pid {p.pid}) {how}")
+
+
+def _replace_workers(study: optuna.Study, pool: _Workers, cfg: SweepConfig, started: float) -> None:
+    """Start a worker for waiting trials (retries of lost ones) when fewer than ``workers`` run."""
+    if cfg.study.timeout is not None and time.monotonic() - started >= cfg.study.timeout:
+        return
+    missing = pool.count - len(pool.alive())
+    if missing <= 0 or pool.replacements_left <= 0:
+        return
+    waiting = counts_of(study)["WAITING"]
+    for _ in range(min(missing, waiting, pool.replacements_left)):
+        pool.replacements_left -= 1
+        pool.start(len(pool.procs))
 
 
 def _report(study: optuna.Study, progress: ProgressFn, total: int) -> None:
@@ -460,6 +351,9 @@ def _close_parent(study: optuna.Study, tracker: Tracker, run_id: str, summary: S
         tracker.set_tags(run_id, {"best_trial": summary.best_trial,
                                   **{f"best.{k}": v for k, v in (summary.best_params or {}).items()}})
     tracker.log_epoch(run_id, metrics, step=sum(summary.counts.values()), flush=True)
+    if tracker.drain(min(tracker.outage_s, 30.0)):
+        summary.tracking_unavailable = True
+        return
     if artifacts != "none" and summary.best_value is not None:
         from sweeps import plots
 
@@ -470,4 +364,9 @@ def _close_parent(study: optuna.Study, tracker: Tracker, run_id: str, summary: S
                 tracker.log_artifact(run_id, path, "study_plots")
     status = "KILLED" if summary.interrupted else "FINISHED"
     tracker.client.set_terminated(run_id, status=status)
-    tracker.set_tags(run_id, {STATE: "INTERRUPTED" if summary.interrupted else "FINISHED"})
+    tracker.set_tags(run_id, {names.TAG_STATE: "INTERRUPTED" if summary.interrupted else "FINISHED"})
+
+
+# Kept for callers of earlier versions.
+__all__ = ["SweepSummary", "Prepared", "prepare", "prepare_tracking", "run_sweep", "study_params", "counts_of",
+           "StudyMismatch", "parse_config"]

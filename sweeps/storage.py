@@ -22,9 +22,11 @@ for a trial; a path ending in ``.log`` / ``.journal`` or ``journal:///path`` ope
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,21 +34,27 @@ from typing import Any
 
 import yaml
 
+_log = logging.getLogger("sweeps.storage")
+
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_PREFIX = "sweeps/"
 MLFLOW_YML = "mlflow.yml"
 TRIAL_ARTIFACTS = ("complete", "all", "none")
 
-#: Seconds between a running trial's heartbeats, and after which a silent trial is failed.
-HEARTBEAT_INTERVAL = 10
-HEARTBEAT_GRACE = 60
+#: Default seconds between a running trial's heartbeats, and after which a silent trial is failed
+#: (YAML ``study.heartbeat_interval`` / ``study.heartbeat_grace``). Heartbeats come from a thread,
+#: not from epochs, so multi-minute epochs need no longer values; the grace is how long a lost
+#: worker's trial waits before it is failed and retried.
+HEARTBEAT_INTERVAL = 20
+HEARTBEAT_GRACE = 120
 
-#: Bounded retries against a tracking server (MLflow's defaults block ~4 min per call).
+#: MLflow HTTP settings for the launcher's own calls (prepare, repair, the parent run); workers
+#: send with no MLflow-side retry (the tracker retries, see :mod:`sweeps.tracking`). MLflow's own
+#: defaults block ~4 minutes per call against a dead server and ~20 against a hung one.
 MLFLOW_HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # an int for MLflow
 }
 
 
@@ -60,6 +68,8 @@ class Locations:
     artifact_location: str | None = None
     flush_interval_s: float = 1.0
     trial_artifacts: str = "complete"
+    request_timeout_s: float = 10.0
+    tracking_outage_s: float = 300.0
 
     def experiment_name(self, study_name: str) -> str:
         return f"{self.experiment_prefix}{study_name}"
@@ -75,13 +85,19 @@ def read_mlflow_yml(path: str | Path | None = None) -> dict[str, Any]:
     data = yaml.safe_load(p.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{p}: the top level must be a mapping, got {type(data).__name__}")
-    allowed = {"tracking_uri", "experiment_prefix", "artifact_location", "flush_interval_s", "trial_artifacts"}
+    allowed = {"tracking_uri", "experiment_prefix", "artifact_location", "flush_interval_s", "trial_artifacts",
+               "request_timeout_s", "tracking_outage_s"}
     unknown = set(data) - allowed
     if unknown:
         raise ValueError(f"{p}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     interval = data.get("flush_interval_s", 1.0)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 <= interval < 3600:
         raise ValueError(f"{p}: flush_interval_s must be a number of seconds in [0, 3600), got {interval!r}")
+    for key, low, high in (("request_timeout_s", 0.1, 3600), ("tracking_outage_s", 0, 7 * 86400)):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not low <= value <= high):
+            raise ValueError(f"{p}: {key} must be a number of seconds in [{low}, {high}], got {value!r}")
     if data.get("trial_artifacts", "complete") not in TRIAL_ARTIFACTS:
         raise ValueError(f"{p}: trial_artifacts must be one of {list(TRIAL_ARTIFACTS)}, "
                          f"got {data['trial_artifacts']!r}")
@@ -105,13 +121,22 @@ def resolve_locations(
         artifact_location=yml.get("artifact_location"),
         flush_interval_s=float(yml.get("flush_interval_s", 1.0)),
         trial_artifacts=yml.get("trial_artifacts", "complete"),
+        request_timeout_s=float(yml.get("request_timeout_s", 10.0)),
+        tracking_outage_s=float(yml.get("tracking_outage_s", 300.0)),
     )
 
 
-def open_storage(url: str, *, heartbeat: bool = True) -> Any:
-    """Open an Optuna storage for ``url`` with the settings that make it safe for several workers."""
+def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = HEARTBEAT_INTERVAL,
+                 heartbeat_grace: int = HEARTBEAT_GRACE, stale_trial_callback: Any = None) -> Any:
+    """Open an Optuna storage for ``url`` with the settings that make it safe for several workers.
+
+    RDB storages (SQLite, PostgreSQL, MySQL) get Optuna's heartbeat (``heartbeat_interval`` and
+    ``heartbeat_grace`` seconds; a RUNNING trial without a heartbeat for longer than the grace is
+    failed by :func:`optuna.storages.fail_stale_trials`, which then calls ``stale_trial_callback``)
+    and retry transient database errors (see :class:`RetryingRDBStorage`).
+    """
     import optuna
-    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
     if url.startswith("journal://"):
@@ -127,21 +152,119 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
         engine_kwargs = {"pool_pre_ping": True}
     kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
     if heartbeat:
-        kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=HEARTBEAT_GRACE)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=heartbeat_grace,
+                      heartbeat_stale_trial_callback=stale_trial_callback)
+    cls = _sqlite_storage_class() if url.startswith("sqlite") else _retrying_storage_class()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            return (_sqlite_storage_class() if url.startswith("sqlite") else RDBStorage)(url, **kwargs)
+            return with_retries(lambda: cls(url, **kwargs), what=f"opening {url}")
+    except StorageUnavailable:
+        raise
     except Exception as err:  # noqa: BLE001 - re-raised with the URL named
         raise ValueError(f"cannot open Optuna storage {url!r}: {err}") from err
+
+
+class StorageUnavailable(OSError):
+    """The study's storage kept failing with transient errors for the whole retry budget."""
+
+
+#: Transient storage errors are retried this many times, waiting 0.1, 0.2, 0.4, ... (at most
+#: ``STORAGE_MAX_DELAY``) seconds between tries: about 20 s in all before :class:`StorageUnavailable`.
+STORAGE_RETRIES = 9
+STORAGE_MAX_DELAY = 5.0
+
+
+def is_transient(err: BaseException) -> bool:
+    """A dropped or refused database connection, a lock timeout: worth another try.
+
+    RDBStorage wraps SQLAlchemy errors in ``StorageInternalError``; what counts is the cause:
+    ``OperationalError`` / ``InterfaceError`` (the server closed the connection, terminated the
+    backend, is restarting, or SQLite is locked) or any DBAPI error that invalidated the connection.
+    An ``IntegrityError`` or a bad value is not transient.
+    """
+    from sqlalchemy import exc as sa_exc
+
+    seen = 0
+    while err is not None and seen < 5:
+        if isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return True
+        if isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated:
+            return True
+        if isinstance(err, sa_exc.IntegrityError):
+            return False
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+        seen += 1
+    return False
+
+
+def with_retries(call: Any, *, what: str, retries: int = STORAGE_RETRIES, sleep: Any = time.sleep) -> Any:
+    """``call()``, retried on transient storage errors with exponential back-off."""
+    delay = 0.1
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except Exception as err:  # noqa: BLE001 - filtered just below
+            if not is_transient(err):
+                raise
+            if attempt == retries:
+                raise StorageUnavailable(f"the study's storage failed {retries + 1} times in a row ({what}): "
+                                         f"{_first_line(err)}") from err
+            _log.warning("storage error (%s), try %d of %d in %.1f s: %s", what, attempt + 1, retries + 1, delay,
+                         _first_line(err))
+            sleep(delay)
+            delay = min(delay * 2, STORAGE_MAX_DELAY)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _first_line(err: BaseException) -> str:
+    cause = err.__cause__ or err
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+
+
+#: The ``BaseStorage`` / ``BaseHeartbeat`` methods that talk to the database (all retried).
+_RETRIED_METHODS = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
+    "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
+    "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
+    "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
+)
+
+
+def _retrying(name: str, method: Any) -> Any:
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return with_retries(lambda: method(self, *args, **kwargs), what=name)
+
+    return wrapper
+
+
+@functools.lru_cache(maxsize=None)
+def _retrying_storage_class() -> type:
+    """``RDBStorage`` whose database calls are retried on transient errors (:func:`with_retries`).
+
+    A dropped connection (a restarted or failed-over PostgreSQL, a terminated backend, a network
+    blip) otherwise raises out of ``study.ask``/``tell``/``report`` and kills the worker.
+    ``pool_pre_ping`` replaces connections that died while idle; this covers the ones that die
+    during a call. Retrying a write whose commit reached the server but whose answer was lost is
+    safe for state changes (the worker reads the outcome back) and, for trial creation, can leave
+    one orphan RUNNING trial, which the repair pass fails and retries (:mod:`sweeps.repair`).
+    """
+    from optuna.storages import RDBStorage
+
+    methods = {name: _retrying(name, getattr(RDBStorage, name)) for name in _RETRIED_METHODS
+               if hasattr(RDBStorage, name)}
+    return type("RetryingRDBStorage", (RDBStorage,), methods)
 
 
 _IMMEDIATE = threading.local()
 
 
+@functools.lru_cache(maxsize=None)
 def _sqlite_storage_class() -> type:
-    """An ``RDBStorage`` whose trial state changes run in a ``BEGIN IMMEDIATE`` transaction on SQLite.
+    """A retrying ``RDBStorage`` whose trial state changes run in a ``BEGIN IMMEDIATE`` transaction on SQLite.
 
     Optuna hands out an enqueued trial by reading it ``WAITING`` (``SELECT ... FOR UPDATE``) and
     setting it ``RUNNING``. SQLite ignores ``FOR UPDATE`` and pysqlite begins the transaction only at
@@ -151,14 +274,15 @@ def _sqlite_storage_class() -> type:
     elsewhere keep running beside a writer. PostgreSQL honours ``FOR UPDATE`` and the journal
     storages lock their file or key: they need nothing of this.
     """
-    from optuna.storages import RDBStorage
     from sqlalchemy import event
 
     def _begin(conn: Any) -> None:
         if getattr(_IMMEDIATE, "on", False):
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # pysqlite sees the open transaction and adds none
 
-    class SQLiteRDBStorage(RDBStorage):
+    base = _retrying_storage_class()
+
+    class SQLiteRDBStorage(base):  # type: ignore[valid-type, misc]
         def __init__(self, url: str, **kwargs: Any) -> None:
             super().__init__(url, **kwargs)
             event.listen(self.engine, "begin", _begin)
@@ -173,10 +297,18 @@ def _sqlite_storage_class() -> type:
     return SQLiteRDBStorage
 
 
-def bound_mlflow_http_retries() -> None:
-    """Set bounded MLflow HTTP retry/timeout defaults unless the user set them; quiet MLflow's INFO logs."""
-    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+def bound_mlflow_http_retries(request_timeout_s: float = 10.0, *, worker: bool = False) -> None:
+    """Bound MLflow's HTTP retries and timeout (unless the user set them); quiet MLflow's INFO logs.
+
+    MLflow reads these only from the environment, so this sets ``os.environ`` of the calling
+    process: the CLI's and the worker processes'. ``worker``: no MLflow-side retries at all (also
+    when the launcher set some), since the worker's tracker retries on its own schedule.
+    """
+    values = dict(MLFLOW_HTTP_DEFAULTS, MLFLOW_HTTP_REQUEST_TIMEOUT=f"{request_timeout_s:g}")
+    for key, value in values.items():
         os.environ.setdefault(key, value)
+    if worker:  # the tracker retries, with its own back-off, without blocking training
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -21,6 +21,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # repository without the project being installed.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+# ... and `from servicekit import ...` (tests/servicekit.py) from any test module.
+if str(REPO_ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 MNIST_T10K_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 #: SHA-256 of the shared offline copies of the MNIST test files.

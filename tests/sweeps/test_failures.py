@@ -236,8 +236,16 @@ def test_sigterm_interrupts_running_trials_and_keeps_finished_ones(sw, tmp_path:
     assert not worker_pids(proc.pid)
 
 
-def test_killed_worker_fails_its_trial(sw, tmp_path: Path) -> None:
-    _prepare_long_study(sw, tmp_path, [3000], workers=1, n_trials=3)
+def test_killed_worker_fails_its_trial_retries_it_and_reports_it(sw, tmp_path: Path) -> None:
+    """SIGKILL of the only worker: its trial FAILs "lost: worker died", its run is closed, the trial
+    is retried with the same parameters by a replacement worker, and the launcher exits 4."""
+    sw.write_config(tmp_path, {"training": {"epochs": 60},
+                               "search_space": {"epochs": {"type": "categorical", "choices": [2, 60]}},
+                               "study": {"pruner": NO_PRUNER, "workers": 1, "n_trials": 2}})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize")
+    study.enqueue_trial({"epochs": 60})
+    study.enqueue_trial({"epochs": 2})
     proc = sw.popen_cli(["run", "cfg.yaml", "-q", "--no-artifacts"], tmp_path)
     try:
         def running_trial() -> Any:
@@ -248,30 +256,40 @@ def test_killed_worker_fails_its_trial(sw, tmp_path: Path) -> None:
         [worker] = sw.wait_for(lambda: worker_pids(proc.pid), 10, "the worker process")
         assert trial.user_attrs["worker"].endswith(f":{worker}")
         os.kill(worker, signal.SIGKILL)
-        rc = proc.wait(timeout=90)
+        rc = proc.wait(timeout=120)
     finally:
         _stop(proc)
     log = _log(tmp_path)
-    assert rc == 1, log  # the only worker died: nothing completed
+    assert rc == 4, log  # a worker died: reported, although the budget was finished by its replacement
+    assert "killed by SIGKILL" in log and "retried" in log
     study = sw.load_study(tmp_path)
-    [t] = [t for t in study.trials if t.number == trial.number]
+    trials = {t.number: t for t in study.trials}
+    t = trials[trial.number]
     assert t.state.name == "FAIL"
-    assert "worker died" in t.user_attrs["reason"]
+    assert t.user_attrs["reason"].startswith("lost: worker died"), t.user_attrs
+    [retry] = [r for r in trials.values() if r.user_attrs.get("retry_of") == t.number]
+    assert retry.state.name == "COMPLETE" and retry.params == t.params
+    assert retry.system_attrs["retry_history"] == [t.number]
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == t.number
+    assert [x.state.name for x in trials.values()].count("COMPLETE") == 2  # the budget: 2 trials that count
     parent, runs = trial_runs(sw, tmp_path)
     run = runs[t.user_attrs["mlflow_run_id"]]
     assert run.info.status == "FAILED"
-    assert "worker died" in run.data.tags["sweeps.reason"]
+    assert run.data.tags["sweeps.reason"] == t.user_attrs["reason"]
+    assert runs[retry.user_attrs["mlflow_run_id"]].info.status == "FINISHED"
     assert parent.info.status != "RUNNING"
     assert_nothing_running(sw, tmp_path)
 
 
 def test_reconcile_closes_orphan_runs_and_fails_dead_workers_trials(tmp_path: Path) -> None:
     """What the launcher repairs after its workers end: runs found by their trial-number tag."""
-    from sweeps.runner import reconcile
+    from sweeps.repair import reconcile
+    from sweeps.storage import open_storage
     from sweeps.tracking import Tracker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name="r", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name="r", storage=storage)
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "sweeps/r", flush_interval=0)
     # trial 0: interrupted while its run was created (the run id never reached the trial)
     t0 = study.ask()
@@ -280,6 +298,7 @@ def test_reconcile_closes_orphan_runs_and_fails_dead_workers_trials(tmp_path: Pa
     study.tell(t0, state=optuna.trial.TrialState.FAIL)
     # trial 1: its worker was SIGKILLed mid-trial (still RUNNING, run RUNNING)
     t1 = study.ask()
+    t1.suggest_float("eta", 0.1, 1.0)
     t1.set_user_attr("worker", "host:4242")
     killed = tracker.start_trial("parent", "r", t1.number, {"eta": 0.5})
     t1.set_user_attr("mlflow_run_id", killed)
@@ -288,10 +307,13 @@ def test_reconcile_closes_orphan_runs_and_fails_dead_workers_trials(tmp_path: Pa
     t2.set_user_attr("worker", "host:1")
     alive = tracker.start_trial("parent", "r", t2.number, {"eta": 0.5})
 
-    assert reconcile(study, tracker, {"host:4242"}) == 3  # trial 1 failed, two runs closed
+    reconcile(study, storage, tracker, {"host:4242": "killed by SIGKILL"}, grace=60, max_retries=3)
     trials = {t.number: t for t in study.trials}
-    assert trials[1].state.name == "FAIL" and "worker died" in trials[1].user_attrs["reason"]
+    assert trials[1].state.name == "FAIL" and trials[1].user_attrs["reason"] == \
+        "lost: worker died while running the trial (killed by SIGKILL)"
     assert trials[2].state.name == "RUNNING"
+    [retry] = [t for t in trials.values() if t.user_attrs.get("retry_of") == 1]
+    assert retry.state.name == "WAITING" and retry.params == trials[1].params
     runs = {r: tracker.client.get_run(r) for r in (orphan, killed, alive)}
     assert runs[orphan].info.status == "KILLED"
     assert runs[orphan].data.tags["sweeps.reason"].startswith("interrupted")

@@ -10,7 +10,7 @@ optuna = pytest.importorskip("optuna")
 
 from sweeps.config import parse_config  # noqa: E402
 from sweeps.objective import Objective, load_data  # noqa: E402
-from sweeps.runner import build_pruner  # noqa: E402
+from sweeps.samplers import build_pruner  # noqa: E402
 
 EPOCHS = 6
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -12,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from servicekit import free_port, group_members, port_open, process_tree, wait_until
 
 MLFLOW_EXE = Path(sys.executable).with_name("mlflow")
 
@@ -62,3 +65,48 @@ def test_ui_serves_the_study_runs(sw, services, tmp_path: Path) -> None:
     while group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not group_alive(proc.pid), "the server's process group survived"
+
+
+def _health_ok(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not MLFLOW_EXE.exists(), reason=f"the `mlflow` executable is not next to {sys.executable}: "
+                                                     "`sweeps ui` cannot start a server")
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_ui_signal_stops_the_whole_server_group(sw, signame: str, tmp_path: Path) -> None:
+    """A signal to the `sweeps ui` process alone takes down the server it started, workers included: exit 130."""
+    port = free_port()
+    log_path = tmp_path / "ui.log"
+    with open(log_path, "wb") as log:
+        ui = subprocess.Popen(sw.sweeps_cmd("ui", "--port", str(port)), cwd=tmp_path, env=sw.clean_env(),
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server_groups: set[int] = set()
+    try:
+        wait_until(lambda: ui.poll() is not None or _health_ok(port), 90, f"sweeps ui to answer on port {port}",
+                   interval=0.25)
+        assert ui.poll() is None, f"sweeps ui exited with {ui.returncode}:\n{log_path.read_text()[-3000:]}"
+        server_pids = process_tree(ui.pid)  # mlflow server and its worker(s)
+        assert len(server_pids) >= 2, server_pids
+        server_groups = {os.getpgid(pid) for pid in server_pids}
+        assert ui.pid not in server_groups, "the server should run in its own process group"
+
+        os.kill(ui.pid, getattr(signal, signame))  # the `sweeps ui` process only, not its group
+
+        def all_gone() -> bool:
+            return (ui.poll() is not None and not port_open(port)
+                    and not any(group_members(pgid) for pgid in server_groups | {ui.pid}))
+
+        wait_until(all_gone, 30, f"sweeps ui, its server group {sorted(server_groups)} and port {port} to go")
+        assert ui.returncode == 130, log_path.read_text()[-3000:]
+    finally:
+        for pgid in server_groups | {ui.pid}:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        ui.wait(timeout=10)

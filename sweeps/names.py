@@ -1,0 +1,80 @@
+"""Every name that the writers of a study (launcher, workers) and its readers share.
+
+One place for the keys of Optuna study and trial attributes and of MLflow tags, so that the
+runner, the worker, the repair pass, :mod:`sweeps.query` and the CLI spell them alike.
+
+Optuna study user attributes
+    ``sweeps.fingerprint``: SHA-256 of what makes trials comparable (see ``SweepConfig.fingerprint``);
+    ``sweeps.mlflow_parent_run_id``: the study's MLflow parent run;
+    ``sweeps.n_trials``: the study's budget, the number of trial slots created for it (see
+    :mod:`sweeps.study`); ``"preparing"`` while the launcher that created the study enqueues them.
+
+Optuna trial user attributes
+    ``reason``: why the trial ended as it did (every FAIL and PRUNED trial has one). While a trial
+    runs it already holds :data:`REASON_LOST`: if the trial is failed from outside (Optuna's
+    heartbeat, a launcher's repair pass), that is the reason it keeps; every normal end overwrites it;
+    ``worker``: ``host:pid`` of the process that ran it; ``mlflow_run_id``: its MLflow child run;
+    ``retry_of``: for a retry of a trial lost to an infrastructure fault, the failed trial's number;
+    ``stop_reason`` and ``epochs_run``: how training ended.
+
+Optuna trial system attributes (those of ``optuna.storages.RetryHeartbeatStaleTrialCallback``, so
+that its ``retried_trial_number`` and ``retry_history`` read our retries too)
+    ``failed_trial``: the first trial of a retry chain; ``retry_history``: every earlier attempt.
+
+MLflow tags of runs
+    ``sweeps.role`` (``study`` | ``trial``), ``sweeps.study``, ``sweeps.trial_number``,
+    ``sweeps.state`` (the Optuna state: COMPLETE / PRUNED / FAIL), ``sweeps.reason``, and MLflow's
+    own ``mlflow.parentRunId``.
+"""
+
+from __future__ import annotations
+
+# -- Optuna study user attributes -------------------------------------------------------------
+STUDY_FINGERPRINT = "sweeps.fingerprint"
+STUDY_PARENT_RUN = "sweeps.mlflow_parent_run_id"
+STUDY_N_TRIALS = "sweeps.n_trials"
+PREPARING = "preparing"
+
+# -- Optuna trial user attributes -------------------------------------------------------------
+TRIAL_REASON = "reason"
+TRIAL_WORKER = "worker"
+TRIAL_RUN = "mlflow_run_id"
+TRIAL_RETRY_OF = "retry_of"
+TRIAL_STOP_REASON = "stop_reason"
+TRIAL_EPOCHS_RUN = "epochs_run"
+
+# -- Optuna trial system attributes (RetryHeartbeatStaleTrialCallback's keys) ------------------
+SYS_FAILED_TRIAL = "failed_trial"
+SYS_RETRY_HISTORY = "retry_history"
+SYS_FIXED_PARAMS = "fixed_params"  # Optuna's own key for enqueued parameters
+
+# -- MLflow tags ------------------------------------------------------------------------------
+TAG_ROLE = "sweeps.role"
+TAG_STUDY = "sweeps.study"
+TAG_TRIAL_NUMBER = "sweeps.trial_number"
+TAG_STATE = "sweeps.state"
+TAG_REASON = "sweeps.reason"
+TAG_PARENT = "mlflow.parentRunId"
+
+#: Optuna state -> MLflow run status. A trial interrupted by a signal or abandoned after it was
+#: failed elsewhere ends its run KILLED (with ``sweeps.state=FAIL``).
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+# -- reasons ----------------------------------------------------------------------------------
+#: Reasons that start with this word mark a trial stopped by SIGINT/SIGTERM (its run ends KILLED).
+REASON_INTERRUPTED = "interrupted"
+#: Reasons of trials lost to an infrastructure fault start with this word; such trials are retried.
+REASON_LOST = "lost"
+#: The reason a trial holds while it runs (see the module docstring).
+REASON_LOST_HEARTBEAT = ("lost: its worker stopped sending heartbeats for longer than the grace period "
+                         "(killed, stopped, or cut off from the study's storage)")
+REASON_LOST_BEFORE_START = ("lost: taken by a worker that never started it (no heartbeat within the grace "
+                            "period; the worker died or lost the storage right after taking it)")
+REASON_LOST_WORKER_DIED = "lost: worker died while running the trial"
+REASON_LOST_TRACKING = "lost: tracking unavailable"
+REASON_LOST_STORAGE = "lost: the study's storage was unavailable"
+
+
+def is_infrastructure_failure(reason: str | None) -> bool:
+    """True for the reasons of trials lost to a fault outside the trial (they are retried)."""
+    return bool(reason) and reason.startswith(REASON_LOST)  # type: ignore[union-attr]

@@ -1,0 +1,174 @@
+"""Repair: no trial stays RUNNING, every FAIL has a reason, every lost trial is retried.
+
+A trial is *lost* when it ended through no fault of its own: its worker was killed, stopped
+past the heartbeat grace, or cut off from the storage or the tracking server. Lost trials end
+FAIL with a reason that starts with ``lost:`` and are **retried**: a copy with the same parameters
+is enqueued (WAITING) and run by the next free worker, at most ``study.max_retries`` times per
+chain. The lost trial then no longer counts towards ``n_trials`` (:func:`sweeps.study.counts_of`).
+The copy carries Optuna's retry attributes (``failed_trial``, ``retry_history``, as
+``RetryHeartbeatStaleTrialCallback`` writes them) and the user attribute ``retry_of``.
+
+Who finds lost trials:
+
+* Optuna's heartbeat (:func:`optuna.storages.fail_stale_trials`, called by every worker before it
+  takes a trial and by the launcher while it waits): a RUNNING trial whose heartbeat is older than
+  the grace is failed; its reason is the one every running trial holds
+  (:data:`sweeps.names.REASON_LOST_HEARTBEAT`); the storage's stale-trial callback,
+  :class:`RetryLostTrial`, enqueues the retry;
+* :func:`fail_orphans`: a RUNNING trial that never got a heartbeat nor a ``worker`` attribute
+  (its worker died between taking it and starting it; Optuna's heartbeat check skips trials
+  without a heartbeat) is failed once it is older than the grace;
+* :func:`fail_dead_workers`: the launcher fails at once the RUNNING trials of its workers that
+  died (it knows their exit codes);
+* :func:`close_runs`: MLflow trial runs still RUNNING whose trial has ended are closed with the
+  trial's state and reason (a killed worker could not do it).
+
+Only the process whose ``RUNNING -> FAIL`` change succeeds enqueues the retry: the storage makes
+that change once, so two repairers never retry one trial twice.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import warnings
+from typing import Any, Mapping
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeps import names
+from sweeps.study import trial_id
+
+_log = logging.getLogger("sweeps.repair")
+
+
+def retry_trial(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> int | None:
+    """Enqueue a copy of lost ``trial`` (same parameters); return its number, None past ``max_retries``.
+
+    Like Optuna's ``RetryHeartbeatStaleTrialCallback`` (same system attributes), but the copy does
+    not inherit the lost attempt's user attributes (its run id, worker, reason).
+    """
+    history = [*trial.system_attrs.get(names.SYS_RETRY_HISTORY, []), trial.number]
+    if len(history) > max_retries:
+        _log.warning("trial %d lost; not retried: %d retries already (study.max_retries)", trial.number,
+                     len(history) - 1)
+        return None
+    system_attrs = {**trial.system_attrs, names.SYS_FAILED_TRIAL: history[0], names.SYS_RETRY_HISTORY: history}
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={names.TRIAL_RETRY_OF: trial.number}, system_attrs=system_attrs))
+    _log.warning("trial %d lost (%s); retried with the same parameters", trial.number,
+                 trial.user_attrs.get(names.TRIAL_REASON, "no reason"))
+    return study.get_trials(deepcopy=False)[-1].number
+
+
+class RetryLostTrial:
+    """The storage's ``heartbeat_stale_trial_callback``: retry each heartbeat-stale trial."""
+
+    def __init__(self, max_retries: int) -> None:
+        self.max_retries = max_retries
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        retry_trial(study, trial, self.max_retries)
+
+
+def fail_lost_trial(study: optuna.Study, storage: Any, trial: FrozenTrial, reason: str, max_retries: int) -> bool:
+    """Set ``reason`` on RUNNING ``trial``, fail it, and retry it; False if it ended meanwhile."""
+    tid = trial_id(storage, study, trial.number)
+    try:
+        storage.set_trial_user_attr(tid, names.TRIAL_REASON, reason)
+        if not storage.set_trial_state_values(tid, TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # its worker (or another repairer) ended it first
+    retry_trial(study, storage.get_trial(tid), max_retries)
+    return True
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Optuna's heartbeat check (the storage's callback retries what it fails)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def fail_orphans(study: optuna.Study, storage: Any, grace: float, max_retries: int,
+                 now: datetime.datetime | None = None) -> list[int]:
+    """Fail (and retry) RUNNING trials that no worker ever started, once older than ``grace`` s."""
+    now = now or datetime.datetime.now()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if names.TRIAL_WORKER in t.user_attrs or t.datetime_start is None:
+            continue
+        if (now - t.datetime_start).total_seconds() > grace and \
+                fail_lost_trial(study, storage, t, names.REASON_LOST_BEFORE_START, max_retries):
+            failed.append(t.number)
+    return failed
+
+
+def fail_dead_workers(study: optuna.Study, storage: Any, dead: Mapping[str, str], max_retries: int) -> list[int]:
+    """Fail (and retry) the RUNNING trials of dead workers: ``dead`` maps ``host:pid`` to how it died."""
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        how = dead.get(t.user_attrs.get(names.TRIAL_WORKER, ""))
+        if how is not None and fail_lost_trial(study, storage, t, f"{names.REASON_LOST_WORKER_DIED} ({how})",
+                                               max_retries):
+            failed.append(t.number)
+    return failed
+
+
+def fail_lost(study: optuna.Study, storage: Any, grace: float, max_retries: int) -> None:
+    """Everything a worker checks before it takes a trial: heartbeat-stale trials and orphans."""
+    fail_stale(study)  # a no-op on journal storages (no heartbeat): their lost trials are failed by the launcher
+    fail_orphans(study, storage, grace, max_retries)
+
+
+def run_status(state: str, reason: str) -> str:
+    """MLflow status of a trial's run: interrupted and abandoned runs end KILLED, lost ones FAILED."""
+    if reason.startswith((names.REASON_INTERRUPTED, "abandoned")):
+        return "KILLED"
+    return names.RUN_STATUS.get(state, "FAILED")
+
+
+def close_runs(study: optuna.Study, tracker: Any) -> int:
+    """Close MLflow trial runs still RUNNING whose trial has ended (found by the trial-number tag)."""
+    from sweeps.tracking import TrackingUnavailable, is_transient
+
+    closed = 0
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    try:
+        runs = tracker.running_trial_runs()
+    except Exception as err:  # noqa: BLE001
+        if not is_transient(err):
+            raise
+        _log.warning("MLflow runs not repaired (tracking store unreachable): %s", err)
+        return 0
+    for run in runs:
+        number = run.data.tags.get(names.TAG_TRIAL_NUMBER)
+        trial = trials.get(int(number)) if number is not None and number.isdigit() else None
+        if trial is None or not trial.state.is_finished():
+            continue
+        if trial.user_attrs.get(names.TRIAL_RUN) not in (None, run.info.run_id):
+            continue
+        reason = trial.user_attrs.get(names.TRIAL_REASON, "")
+        if trial.state == TrialState.FAIL and not reason:
+            reason = names.REASON_LOST_HEARTBEAT
+        try:  # one try each: a launcher does not wait out an outage here (the next one repairs)
+            tracker.finish(run.info.run_id, trial.state.name, reason, status=run_status(trial.state.name, reason),
+                           should_stop=lambda: True)
+        except TrackingUnavailable as err:
+            _log.warning("MLflow run %s not closed (tracking store unreachable): %s", run.info.run_id, err)
+            return closed
+        closed += 1
+    return closed
+
+
+def reconcile(study: optuna.Study, storage: Any, tracker: Any = None, dead_workers: Mapping[str, str] | None = None,
+              *, grace: float, max_retries: int) -> None:
+    """The launcher's pass: dead workers' trials, stale and orphan trials, then the MLflow runs."""
+    if dead_workers:
+        fail_dead_workers(study, storage, dead_workers, max_retries)
+    fail_lost(study, storage, grace, max_retries)
+    if tracker is not None:
+        close_runs(study, tracker)

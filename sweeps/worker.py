@@ -1,0 +1,220 @@
+"""One worker process: take enqueued trials one at a time, train them, tell the study.
+
+The loop (ask/tell with Optuna's public API, not ``study.optimize``, so that every storage call
+can be retried and no trial is created beyond the budget):
+
+1. repair what others lost (:func:`sweeps.repair.fail_lost`: heartbeat-stale trials and orphans);
+2. try again to deliver MLflow data left queued by an outage (:meth:`Tracker.retry_pending`);
+3. take a WAITING trial (:func:`sweeps.study.claim_trial`); none left: the worker is done;
+4. mark it with the reason it keeps if this worker is lost (``lost: ...``), start its heartbeat
+   thread (:class:`Heartbeat`), run the objective, and tell the study the outcome.
+
+A trial that was failed elsewhere while this worker was stopped is dropped (logged, its MLflow
+run KILLED with the reason "abandoned: ..."), and the worker goes on with the next trial. A trial
+whose run could not reach the tracking store within the outage limit is failed "lost: tracking
+unavailable" and retried; a worker whose tracking store stays down that long stops taking trials
+and exits with :data:`EXIT_TRACKING_UNAVAILABLE`. Storage errors are retried by the storage
+(:mod:`sweeps.storage`); one that outlasts the retries ends the worker with
+:data:`EXIT_STORAGE_UNAVAILABLE` (its trial is failed and retried by the heartbeat or the launcher).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweeps import names, repair
+from sweeps.config import parse_config
+from sweeps.objective import Interrupted, Objective, TrackingLost, TrialAbandoned, load_data
+from sweeps.storage import Locations, StorageUnavailable, bound_mlflow_http_retries
+from sweeps.study import claim_trial, load, open_study_storage, trial_id
+from sweeps.tracking import Tracker
+
+_log = logging.getLogger("sweeps.worker")
+
+#: Worker exit codes the launcher reports (0: done; 130: interrupted).
+EXIT_STORAGE_UNAVAILABLE = 75
+EXIT_TRACKING_UNAVAILABLE = 76
+
+
+class Heartbeat:
+    """Records a trial's heartbeat now and then every ``interval`` s from a thread, until the block ends.
+
+    Optuna runs such a thread only inside ``study.optimize``; this one also survives a storage error
+    (logged; the next beat tries again) instead of dying silently and letting the trial go stale.
+    """
+
+    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.beats = 0
+
+    def _beat(self) -> None:
+        try:
+            self.storage.record_heartbeat(self.trial_id)
+            self.beats += 1
+        except Exception as err:  # noqa: BLE001 - the storage retried already; the next beat tries again
+            _log.warning("heartbeat of trial id %d not recorded: %s", self.trial_id, err)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._beat()
+
+    def __enter__(self) -> "Heartbeat":
+        if getattr(self.storage, "get_heartbeat_interval", lambda: None)() is None:
+            return self  # journal storages: no heartbeat
+        self._beat()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self.trial_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: int = 0, timeout: float | None = None,
+               tracking: bool = True, artifacts: str = "complete", ready: Any = None, cancelled: Any = None) -> int:
+    """Run trials of ``study_name`` until none is left to take; return an exit code (0, 75, 76, 130).
+
+    ``ready``/``cancelled`` (events): the launcher prepares the MLflow store and the parent run while
+    its workers start; a worker waits for ``ready`` before its first MLflow call (concurrent first
+    use of a fresh SQLite store breaks MLflow's migrations) and exits if ``cancelled`` is set.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a worker process of our own: its settings are ours
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    logging.basicConfig(level=logging.WARNING, format=f"worker {worker_index} (pid {os.getpid()}): %(message)s")
+    bound_mlflow_http_retries(loc.request_timeout_s, worker=True)
+    cfg = parse_config(cfg_data, source="worker")
+    storage = open_study_storage(cfg, loc.storage)
+    study = load(cfg, storage, study_name)
+    data = load_data(cfg.data, cfg.seed)
+    if tracking and not loc.tracking_uri.startswith(("http://", "https://")):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - ~0.6 s import, while the launcher prepares
+    if ready is not None:
+        ready.wait()
+        if cancelled is not None and cancelled.is_set():
+            return 0
+    parent_run_id = study.user_attrs.get(names.STUDY_PARENT_RUN) if tracking else None
+    tracker = Tracker(loc.tracking_uri, loc.experiment_name(study_name), loc.artifact_location,
+                      flush_interval=loc.flush_interval_s, outage_s=loc.tracking_outage_s) if tracking else None
+    stop = threading.Event()
+    objective = Objective(cfg, data, tracker, parent_run_id, artifacts=artifacts, interrupt_flag=stop.is_set)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+        if objective.in_trial and objective.interruptible:  # else: the objective stops after the epoch's I/O
+            raise Interrupted(f"signal {signal.Signals(signum).name}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        threadpool_limits = None
+    limiter = threadpool_limits(1) if threadpool_limits is not None else None
+    loop = _Loop(cfg, study, storage, objective, tracker, stop)
+    try:
+        return loop.run(timeout)
+    finally:
+        if limiter is not None:
+            limiter.unregister()
+
+
+class _Loop:
+    def __init__(self, cfg: Any, study: optuna.Study, storage: Any, objective: Objective, tracker: Tracker | None,
+                 stop: threading.Event) -> None:
+        self.cfg, self.study, self.storage, self.objective, self.tracker, self.stop = \
+            cfg, study, storage, objective, tracker, stop
+
+    def run(self, timeout: float | None) -> int:
+        start = time.monotonic()
+        grace, retries = self.cfg.study.heartbeat_grace, self.cfg.study.max_retries
+        try:
+            while not self.stop.is_set():
+                if timeout is not None and time.monotonic() - start >= timeout:
+                    break
+                repair.fail_lost(self.study, self.storage, grace, retries)
+                if self.tracker is not None:
+                    self.tracker.retry_pending()
+                trial = claim_trial(self.study, self.storage)
+                if trial is None:
+                    break
+                outcome = self.run_trial(trial)
+                if outcome == "tracking":
+                    return self._finish(EXIT_TRACKING_UNAVAILABLE)
+        except StorageUnavailable as err:
+            _log.error("%s", err)
+            return self._finish(EXIT_STORAGE_UNAVAILABLE)
+        except KeyboardInterrupt:
+            return self._finish(130)
+        return self._finish(130 if self.stop.is_set() else 0)
+
+    def _finish(self, code: int) -> int:
+        if self.tracker is not None:
+            left = self.tracker.drain(0 if code else min(self.tracker.outage_s, 60.0))
+            if left:
+                _log.error("%d MLflow run(s) could not be delivered (tracking store down); the launcher's repair "
+                           "closes them when it is back", len(left))
+        return code
+
+    def run_trial(self, trial: optuna.Trial) -> str:
+        """Run one claimed trial; return ``told``, ``abandoned`` or ``tracking`` (tracking store lost)."""
+        tid = trial_id(self.storage, self.study, trial.number)
+        try:
+            self.storage.set_trial_user_attr(tid, names.TRIAL_REASON, names.REASON_LOST_HEARTBEAT)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return "abandoned"
+        value: float | None = None
+        state = TrialState.FAIL
+        interrupted: KeyboardInterrupt | None = None
+        lost_tracking = False
+        with Heartbeat(self.storage, tid, self.cfg.study.heartbeat_interval):
+            try:
+                value = self.objective(trial)
+                state = TrialState.COMPLETE
+            except optuna.TrialPruned:
+                state = TrialState.PRUNED
+            except TrialAbandoned as err:
+                _log.warning("trial %d dropped: %s", trial.number, err)
+                return "abandoned"
+            except TrackingLost as err:
+                _log.error("trial %d: %s", trial.number, err)
+                lost_tracking = True
+            except Exception as err:  # noqa: BLE001 - recorded as the trial's reason by the objective
+                if isinstance(err, StorageUnavailable):
+                    raise
+                _log.warning("trial %d failed: %s", trial.number, err)
+            except KeyboardInterrupt as err:
+                interrupted = err
+            try:
+                self.study.tell(trial, value, state=state)
+            except optuna.exceptions.UpdateFinishedTrialError as err:
+                self._abandoned_after_finish(trial, err)
+                return "abandoned"
+        if lost_tracking:
+            frozen = self.storage.get_trial(tid)
+            repair.retry_trial(self.study, frozen, self.cfg.study.max_retries)
+            return "tracking"
+        if interrupted is not None:
+            raise interrupted
+        return "told"
+
+    def _abandoned_after_finish(self, trial: optuna.Trial, err: Exception) -> None:
+        """The trial was failed elsewhere between its last epoch and ``tell``: fix its run's end."""
+        _log.warning("trial %d was failed elsewhere before it could be told (%s); dropped", trial.number, err)
+        run_id = trial.user_attrs.get(names.TRIAL_RUN) if self.tracker is not None else None
+        if run_id:
+            self.objective._abandon(trial, run_id, [])
