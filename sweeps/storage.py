@@ -158,11 +158,27 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            return with_retries(lambda: cls(url, **kwargs), what=f"opening {url}")
+            return with_retries(lambda: _create(cls, url, kwargs), what=f"opening {url}")
     except StorageUnavailable:
         raise
     except Exception as err:  # noqa: BLE001 - re-raised with the URL named
         raise ValueError(f"cannot open Optuna storage {url!r}: {err}") from err
+
+
+def _create(cls: type, url: str, kwargs: dict[str, Any], attempts: int = 5) -> Any:
+    """``cls(url, **kwargs)``; on a fresh database two processes can race to create Optuna's schema
+    (PostgreSQL: "duplicate key value violates unique constraint pg_type_typname_nsp_index"): the
+    loser tries again and finds the schema there."""
+    from sqlalchemy import exc as sa_exc
+
+    for attempt in range(attempts):
+        try:
+            return cls(url, **kwargs)
+        except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as err:
+            if attempt == attempts - 1 or not ("already exists" in str(err) or "duplicate key" in str(err)):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class StorageUnavailable(OSError):

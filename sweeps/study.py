@@ -119,6 +119,8 @@ def ensure_budget(cfg: SweepConfig, study: optuna.Study) -> int:
     """Make the study's budget ``cfg.study.n_trials`` slots (enqueue what is missing); return it."""
     stored = _wait_for_budget(study)
     want = cfg.study.n_trials
+    if cfg.study.sampler.name == "grid":
+        want = min(want, len(grid_points(cfg)))  # a grid's budget is at most its points
     trials = study.get_trials(deepcopy=False)
     counted = [t for t in trials if not is_retried(t, trials)]
     if stored is not None and want < stored:
@@ -137,7 +139,7 @@ def _enqueue_slots(cfg: SweepConfig, study: optuna.Study, existing: list[FrozenT
     if n <= 0:
         return 0
     if cfg.study.sampler.name == "grid":
-        used = [dict(t.params) for t in existing]
+        used = [dict(t.params or t.system_attrs.get(names.SYS_FIXED_PARAMS, {})) for t in existing]
         points = [p for p in grid_points(cfg) if p not in used][:n]
         for p in points:
             study.enqueue_trial(p)

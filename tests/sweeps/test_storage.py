@@ -1,0 +1,317 @@
+"""The study's storage (``sweeps.storage``): which errors are retried, how, and which storage a URL opens."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.exceptions import StorageInternalError
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.trial import TrialState
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+
+from servicekit import BackendTerminator, database_name, pg_database
+from sweeps.storage import (STORAGE_MAX_DELAY, STORAGE_RETRIES, StorageUnavailable, is_transient, open_storage,
+                            with_retries)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """A scratch directory, in RAM when there is one (SQLite syncs cost ~1 s per study on disk)."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    path = Path(tempfile.mkdtemp(prefix="sweeps-test-", dir=shm))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def operational(msg: str = "server closed the connection unexpectedly") -> sa_exc.OperationalError:
+    return sa_exc.OperationalError("SELECT 1", {}, Exception(msg))
+
+
+def wrapped(cause: BaseException) -> StorageInternalError:
+    """What RDBStorage raises: a StorageInternalError raised ``from`` the SQLAlchemy error."""
+    try:
+        raise StorageInternalError("An exception is raised during the commit.") from cause
+    except StorageInternalError as err:
+        return err
+
+
+def implicitly_chained(cause: BaseException) -> RuntimeError:
+    try:
+        try:
+            raise cause
+        except type(cause):
+            raise RuntimeError("while handling it")  # noqa: B904 - the implicit __context__ is the point
+    except RuntimeError as err:
+        return err
+
+
+# -- is_transient ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("err, transient", [
+    (operational(), True),
+    (sa_exc.InterfaceError("SELECT 1", {}, Exception("connection already closed")), True),
+    (sa_exc.IntegrityError("INSERT", {}, Exception("duplicate key value violates unique constraint")), False),
+    (sa_exc.DBAPIError("SELECT 1", {}, Exception("terminating connection"), connection_invalidated=True), True),
+    (sa_exc.DBAPIError("SELECT 1", {}, Exception("syntax error")), False),
+    (wrapped(operational("database is locked")), True),
+    (wrapped(sa_exc.InterfaceError("SELECT 1", {}, Exception("closed"))), True),
+    (wrapped(sa_exc.IntegrityError("INSERT", {}, Exception("unique"))), False),
+    (StorageInternalError("no cause"), False),
+    (implicitly_chained(operational()), True),
+    (ValueError("bad value"), False),
+    (optuna.exceptions.UpdateFinishedTrialError("finished"), False),
+], ids=["operational", "interface", "integrity", "invalidated", "dbapi", "wrapped-operational",
+        "wrapped-interface", "wrapped-integrity", "bare-internal", "context", "value", "finished"])
+def test_is_transient(err, transient):
+    assert is_transient(err) is transient
+
+
+# -- with_retries ---------------------------------------------------------------------------------
+
+class Flaky:
+    """Fails with ``errors`` (one per call) before returning ``result``."""
+
+    def __init__(self, errors: list[BaseException], result: Any = "ok") -> None:
+        self.errors, self.result, self.calls = list(errors), result, 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.result
+
+
+def expected_delays(n: int) -> list[float]:
+    """0.1, 0.2, 0.4, ... capped at STORAGE_MAX_DELAY (the module docstring)."""
+    out, delay = [], 0.1
+    for _ in range(n):
+        out.append(min(delay, STORAGE_MAX_DELAY))
+        delay *= 2
+    return out
+
+
+@pytest.mark.parametrize("failures", [1, 3, STORAGE_RETRIES])
+def test_transient_failures_are_retried_with_exponential_back_off(failures):
+    slept: list[float] = []
+    call = Flaky([wrapped(operational()) for _ in range(failures)], result=42)
+    assert with_retries(call, what="test", sleep=slept.append) == 42
+    assert call.calls == failures + 1
+    assert slept == pytest.approx(expected_delays(failures))
+    if failures == STORAGE_RETRIES:
+        assert max(slept) == STORAGE_MAX_DELAY and sum(slept) < 30
+
+
+def test_storage_unavailable_after_the_retry_budget():
+    slept: list[float] = []
+    errors = [operational(f"attempt {i}") for i in range(STORAGE_RETRIES + 1)]
+    last = errors[-1]
+    call = Flaky(errors)
+    with pytest.raises(StorageUnavailable, match=r"creating a trial") as err:
+        with_retries(call, what="creating a trial", sleep=slept.append)
+    assert call.calls == STORAGE_RETRIES + 1
+    assert slept == pytest.approx(expected_delays(STORAGE_RETRIES))
+    assert err.value.__cause__ is last
+    assert isinstance(err.value, OSError)
+    few = Flaky([operational()] * 5)
+    with pytest.raises(StorageUnavailable):
+        with_retries(few, what="x", retries=2, sleep=lambda s: None)
+    assert few.calls == 3
+
+
+@pytest.mark.parametrize("error", [ValueError("bad"), sa_exc.IntegrityError("INSERT", {}, Exception("unique")),
+                                   optuna.exceptions.UpdateFinishedTrialError("finished")])
+def test_a_permanent_error_is_raised_at_once(error):
+    slept: list[float] = []
+    call = Flaky([error, error])
+    with pytest.raises(type(error)) as err:
+        with_retries(call, what="x", sleep=slept.append)
+    assert err.value is error and call.calls == 1 and slept == []
+
+
+def test_a_permanent_error_after_transient_ones_stops_the_retries():
+    slept: list[float] = []
+    call = Flaky([operational(), operational(), ValueError("now a real error")])
+    with pytest.raises(ValueError, match="real error"):
+        with_retries(call, what="x", sleep=slept.append)
+    assert call.calls == 3 and slept == pytest.approx(expected_delays(2))
+
+
+# -- open_storage ---------------------------------------------------------------------------------
+
+def _lost(study, trial) -> None:  # pragma: no cover - only its identity matters
+    pass
+
+
+def test_sqlite_url_opens_the_retrying_begin_immediate_storage(scratch):
+    url = f"sqlite:///{scratch / 'o.db'}"
+    storage = open_storage(url, heartbeat_interval=7, heartbeat_grace=30, stale_trial_callback=_lost)
+    assert isinstance(storage, RDBStorage)
+    assert type(storage).__name__ == "SQLiteRDBStorage"
+    assert type(storage).__mro__[1].__name__ == "RetryingRDBStorage"
+    assert storage.get_heartbeat_interval() == 7 and storage.grace_period == 30
+    assert storage.get_heartbeat_stale_trial_callback() is _lost
+    assert open_storage(url, heartbeat=False).get_heartbeat_interval() is None
+
+    statements: list[str] = []
+    event.listen(storage.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *a: statements.append(statement.strip().upper()))
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({})
+    statements.clear()
+    study.get_trials()
+    storage.get_all_trials(study._study_id, states=(TrialState.WAITING,))
+    assert "BEGIN IMMEDIATE" not in statements  # reads do not take the write lock
+    tid = storage.get_trial_id_from_study_id_trial_number(study._study_id, 0)
+    assert storage.set_trial_state_values(tid, TrialState.RUNNING)
+    assert statements.count("BEGIN IMMEDIATE") == 1  # the WAITING -> RUNNING check-and-set does
+    # an update refused inside the transaction does not leave the flag on for later reads
+    assert storage.set_trial_state_values(tid, TrialState.COMPLETE, [1.0])
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(tid, TrialState.FAIL)
+    statements.clear()
+    storage.get_all_trials(study._study_id)
+    assert "BEGIN IMMEDIATE" not in statements
+
+
+def test_non_sqlite_rdb_urls_get_the_retrying_class_without_begin_immediate():
+    from sweeps.storage import _retrying_storage_class
+
+    cls = _retrying_storage_class()
+    assert issubclass(cls, RDBStorage)
+    # every database call of a storage is retried: the wrapper, not RDBStorage's own method
+    for name in ("create_new_trial", "set_trial_state_values", "get_all_trials", "record_heartbeat",
+                 "_get_stale_trial_ids", "set_trial_user_attr", "get_trial"):
+        assert getattr(cls, name) is not getattr(RDBStorage, name), name
+        assert getattr(cls, name).__wrapped__ is getattr(RDBStorage, name)
+
+
+@pytest.mark.parametrize("form", ["journal", "log", "journal-suffix"])
+def test_journal_urls_open_a_journal_file(scratch, form):
+    path = scratch / ("study.journal" if form == "journal-suffix" else "study.log")
+    url = f"journal://{path}" if form == "journal" else str(path)
+    storage = open_storage(url)
+    assert isinstance(storage, JournalStorage)
+    study = optuna.create_study(study_name="j", storage=storage)
+    study.enqueue_trial({"x": 1.0})
+    assert path.is_file() and path.stat().st_size > 0
+    assert len(optuna.load_study(study_name="j", storage=open_storage(url)).trials) == 1
+
+
+@pytest.mark.parametrize("url", ["not-a-storage-url", "nosuchdialect://host/db"])
+def test_a_bad_url_is_a_value_error_naming_it(url):
+    with pytest.raises(ValueError, match="cannot open Optuna storage") as err:
+        open_storage(url)
+    assert repr(url) in str(err.value)
+    assert not isinstance(err.value, StorageUnavailable)
+
+
+# -- the Study's own calls go through the retries --------------------------------------------------
+
+class FailNextStatements:
+    """Makes the next ``n`` statements on ``engine`` fail as a dropped connection would."""
+
+    def __init__(self, engine: Any) -> None:
+        self.left, self.injected = 0, 0
+        event.listen(engine, "before_cursor_execute", self._before)
+
+    def arm(self, n: int = 1) -> None:
+        self.left = n
+
+    def _before(self, conn, cursor, statement, *args) -> None:
+        if self.left > 0:
+            self.left -= 1
+            self.injected += 1
+            raise operational("server closed the connection unexpectedly (injected)")
+
+
+def _get_trials(study: optuna.Study) -> Any:
+    return len(study.get_trials())
+
+
+def _ask(study: optuna.Study) -> Any:
+    return study.ask().number
+
+
+def _suggest(study: optuna.Study) -> Any:
+    trial = study.ask()
+    return lambda: trial.suggest_float("x", 0.0, 1.0)  # the second step is the one under test
+
+
+def _best_trial(study: optuna.Study) -> Any:
+    return study.best_trial.number
+
+
+@pytest.mark.parametrize("operation", [_get_trials, _ask, _suggest, _best_trial],
+                         ids=["get_trials", "ask", "suggest", "best_trial"])
+def test_a_transient_error_in_a_study_operation_is_retried(scratch, operation):
+    """``optuna.Study`` wraps an RDBStorage in ``_CachedStorage``, which calls the storage's private
+    ``_get_trials``, ``_create_new_trial``, ``_set_trial_param`` and ``_get_best_trial_id``: a dropped
+    connection there must be retried like any other storage call, not raised out of ``ask``/``suggest``."""
+    storage = open_storage(f"sqlite:///{scratch / 'o.db'}", heartbeat=False)
+    study = optuna.create_study(study_name="s", storage=storage)
+    first = study.ask()
+    study.tell(first, first.suggest_float("x", 0.0, 1.0))
+    step = operation(study) if operation is _suggest else (lambda: operation(study))
+    faults = FailNextStatements(storage.engine)
+    faults.arm(1)
+    result = step()
+    assert faults.injected == 1
+    if operation is _get_trials:
+        assert result == 1
+    elif operation is _ask:
+        assert result == 1 and [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.RUNNING]
+    elif operation is _suggest:
+        assert 0.0 <= result <= 1.0 and study.get_trials()[1].params == {"x": result}
+    else:
+        assert result == 0
+
+
+# -- PostgreSQL with its backends killed ----------------------------------------------------------
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_ask_tell_and_heartbeats_survive_killed_backends():
+    cycles = 150  # ~0.1 s a cycle on a busy 2-CPU machine (about 50 statements each)
+    with pg_database() as url:
+        storage = open_storage(url, heartbeat_interval=1, heartbeat_grace=60)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+        study = optuna.create_study(study_name="pg", storage=storage, direction="maximize")
+        told: dict[int, float] = {}
+        start = time.monotonic()
+        with BackendTerminator(database_name(url), interval=0.1, duration=6) as killer:
+            for _ in range(cycles):
+                trial = study.ask()
+                x = trial.suggest_float("x", 0.0, 1.0)
+                storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study._study_id,
+                                                                                          trial.number))
+                trial.report(x, 1)
+                study.tell(trial, x)
+                told[trial.number] = x
+            killer.stop()
+        elapsed = time.monotonic() - start
+        assert killer.error is None, killer.error
+        assert killer.terminated > 0, "no backend was terminated: the test exercised nothing"
+        trials = optuna.load_study(study_name="pg", storage=url).trials
+        storage.engine.dispose()
+    assert len(told) == cycles
+    assert {t.number: t.state for t in trials} == {n: TrialState.COMPLETE for n in told}
+    assert {t.number: t.value for t in trials} == told
+    assert all(t.intermediate_values == {1: t.value} for t in trials)
+    assert elapsed < 60, f"{cycles} cycles took {elapsed:.0f} s"
