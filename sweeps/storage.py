@@ -226,8 +226,9 @@ def with_retries(call: Any, *, what: str, retries: int = STORAGE_RETRIES, sleep:
             if attempt == retries:
                 raise StorageUnavailable(f"the study's storage failed {retries + 1} times in a row ({what}): "
                                          f"{_first_line(err)}") from err
-            _log.warning("storage error (%s), try %d of %d in %.1f s: %s", what, attempt + 1, retries + 1, delay,
-                         _first_line(err))
+            _log.log(logging.WARNING if attempt >= 2 else logging.DEBUG,  # one dropped connection is routine
+                     "storage error (%s), try %d of %d in %.1f s: %s", what, attempt + 1, retries + 1, delay,
+                     _first_line(err))
             sleep(delay)
             delay = min(delay * 2, STORAGE_MAX_DELAY)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -246,6 +247,8 @@ _RETRIED_METHODS = (
     "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
     "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
     "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
+    # what Optuna's _CachedStorage (which wraps every RDBStorage a study uses) calls on its backend
+    "_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param",
 )
 
 
@@ -325,6 +328,7 @@ def bound_mlflow_http_retries(request_timeout_s: float = 10.0, *, worker: bool =
         os.environ.setdefault(key, value)
     if worker:  # the tracker retries, with its own back-off, without blocking training
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one line per trial run
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

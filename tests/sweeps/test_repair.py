@@ -197,7 +197,11 @@ def test_fail_orphans_leaves_a_trial_that_has_a_heartbeat(url):
 # -- the heartbeat path ---------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_trial_whose_heartbeat_stops_is_failed_with_the_heartbeat_reason_and_retried(url):
+@pytest.mark.parametrize("worker_attr", [True, False], ids=["worker-named", "heartbeat-only"])
+def test_a_trial_whose_heartbeat_stops_is_failed_with_the_heartbeat_reason_and_retried(url, worker_attr):
+    """``heartbeat-only``: the trial got its reason and a heartbeat but its worker died before it wrote
+    its ``worker`` attribute (sweeps.worker starts the heartbeat before the objective names the worker).
+    It had a heartbeat, so it is the heartbeat's to fail, with the heartbeat's reason."""
     study, storage = new_study(url, 1, heartbeat_interval=1, heartbeat_grace=2,
                                stale_trial_callback=RetryLostTrial(3))
     number, params = claim_and_sample(study, storage)
@@ -206,7 +210,8 @@ def test_a_trial_whose_heartbeat_stops_is_failed_with_the_heartbeat_reason_and_r
     # if it is lost, its heartbeat, its name
     storage.set_trial_user_attr(tid, names.TRIAL_REASON, names.REASON_LOST_HEARTBEAT)
     storage.record_heartbeat(tid)
-    storage.set_trial_user_attr(tid, names.TRIAL_WORKER, "host:4242")
+    if worker_attr:
+        storage.set_trial_user_attr(tid, names.TRIAL_WORKER, "host:4242")
     # the worker goes silent; another worker's repair pass finds the trial once the grace has passed
 
     def failed() -> bool:

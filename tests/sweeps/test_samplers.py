@@ -22,6 +22,7 @@ from sweeps.config import ConfigError, parse_config
 from sweeps.samplers import TrialSeededSampler, build_sampler, grid_points, trial_seed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 #: Float-only space: two different streams never draw the same point.
 CONFIG: dict[str, Any] = {

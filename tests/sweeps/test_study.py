@@ -59,18 +59,28 @@ def make_cfg(n_trials: int = 4, grid: bool = False, **top: Any):
 def url(tmp_path):
     """A fresh SQLite study database, in RAM when there is one (SQLite syncs cost ~1 s per study on disk)."""
     shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield f"sqlite:///{tmp_path / 'optuna.db'}"
-        return
-    path = Path(tempfile.mkdtemp(prefix="sweeps-test-", dir=shm))
+    in_ram = shm.is_dir() and os.access(shm, os.W_OK)
+    path = Path(tempfile.mkdtemp(prefix="sweeps-test-", dir=shm)) if in_ram else tmp_path
+    url = f"sqlite:///{path / 'optuna.db'}"
     try:
-        yield f"sqlite:///{path / 'optuna.db'}"
+        yield url
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        reader = _READERS.pop(url, None)
+        if reader is not None:
+            reader.engine.dispose()
+        if in_ram:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+_READERS: dict[str, Any] = {}
 
 
 def fresh(url: str, name: str = "s") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=url)
+    """The study as stored now, read through a storage of its own (one per database: opening one costs)."""
+    storage = _READERS.get(url)
+    if storage is None:
+        storage = _READERS[url] = optuna.storages.RDBStorage(url)
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def point_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
