@@ -244,7 +244,7 @@ def status(study: str | None, storage: str | None) -> None:
     """Studies with their trial counts by state and best value (or one STUDY)."""
     import optuna
 
-    from sweeps.runner import counts_of
+    from sweeps.study import counts_of
     from sweeps.storage import open_storage
 
     loc = _locations(storage, None, None)
@@ -258,12 +258,13 @@ def status(study: str | None, storage: str | None) -> None:
     if not summaries:
         click.echo(f"no studies in {loc.storage}")
         return
-    click.echo(f"{'study':30} {'direction':9} {'complete':>8} {'pruned':>7} {'failed':>7} {'running':>8}  best")
+    click.echo(f"{'study':30} {'direction':9} {'complete':>8} {'pruned':>7} {'failed':>7} {'running':>8} "
+               f"{'waiting':>8} {'retried':>8}  best")
     for s in summaries:
         counts = counts_of(optuna.load_study(study_name=s.study_name, storage=st))
         best = f"{s.best_trial.value:.6g} (trial {s.best_trial.number})" if s.best_trial else "-"
         click.echo(f"{s.study_name:30} {s.direction.name.lower():9} {counts['COMPLETE']:>8} {counts['PRUNED']:>7} "
-                   f"{counts['FAIL']:>7} {counts['RUNNING']:>8}  {best}")
+                   f"{counts['FAIL']:>7} {counts['RUNNING']:>8} {counts['WAITING']:>8} {counts['RETRIED']:>8}  {best}")
 
 
 @main.command()

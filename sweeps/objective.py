@@ -107,7 +107,8 @@ class Objective:
     """Callable objective bound to a config, a loaded data set and (optionally) a tracker."""
 
     def __init__(self, cfg: SweepConfig, data: Dataset, tracker: Tracker | None, parent_run_id: str | None, *,
-                 artifacts: str = "complete", interrupt_flag: Callable[[], bool] = lambda: False) -> None:
+                 artifacts: str = "complete", interrupt_flag: Callable[[], bool] = lambda: False,
+                 names_worker: bool = True) -> None:
         self.cfg = cfg
         self.data = data
         self.tracker = tracker
@@ -116,6 +117,7 @@ class Objective:
             raise ValueError(f"artifacts must be one of ['complete', 'all', 'none'], got {artifacts!r}")
         self.artifacts = artifacts
         self.interrupt_flag = interrupt_flag
+        self.names_worker = names_worker  # False when the caller (sweeps.worker) has set ``worker`` already
         self.in_trial = False
         #: True only while nncore computes (no storage or MLflow call in progress): a signal handler
         #: may raise :class:`Interrupted` right away only then. Otherwise the flag is checked at the
@@ -135,7 +137,8 @@ class Objective:
 
     def _run(self, trial: optuna.Trial) -> float:
         cfg = self.cfg
-        trial.set_user_attr(TRIAL_ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
+        if self.names_worker:
+            trial.set_user_attr(TRIAL_ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
         try:
             settings = space.suggest(trial, cfg)
         except optuna.exceptions.UpdateFinishedTrialError as exc:

@@ -15,9 +15,10 @@ Who finds lost trials:
   the grace is failed; its reason is the one every running trial holds
   (:data:`sweeps.names.REASON_LOST_HEARTBEAT`); the storage's stale-trial callback,
   :class:`RetryLostTrial`, enqueues the retry;
-* :func:`fail_orphans`: a RUNNING trial that never got a heartbeat nor a ``worker`` attribute
-  (its worker died between taking it and starting it; Optuna's heartbeat check skips trials
-  without a heartbeat) is failed once it is older than the grace;
+* :func:`fail_orphans`: a RUNNING trial without a ``worker`` attribute (a sweeps worker writes it
+  right after taking a trial and before its first heartbeat, so such a trial never had one: its
+  worker died in between, and Optuna's heartbeat check skips trials without a heartbeat) is failed
+  once it is older than the grace. Trials of a sweeps study are run by sweeps workers only;
 * :func:`fail_dead_workers`: the launcher fails at once the RUNNING trials of its workers that
   died (it knows their exit codes);
 * :func:`close_runs`: MLflow trial runs still RUNNING whose trial has ended are closed with the

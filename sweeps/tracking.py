@@ -17,8 +17,9 @@ Delivery (the tracking server may go away):
 
 * nothing queued is dropped: params, metrics and tags leave a run's queue only once MLflow has
   accepted them. A transient failure (connection refused or reset, a timeout, a 5xx answer, a
-  locked SQLite store) keeps them queued, and the next try waits 0.5, 1, 2, ... up to 30 s
-  (:data:`MAX_BACKOFF`); epochs in between are only queued, so training goes on at full speed;
+  locked SQLite store) keeps them queued, and the next try waits 0.5, 1, 2, ... up to 5 s after a
+  refused try or 30 s after one that timed out (:data:`MAX_BACKOFF_FAST`, :data:`MAX_BACKOFF`);
+  epochs in between are only queued, so training goes on at full speed;
 * each call is bounded by MLflow's HTTP timeout (``request_timeout_s`` in ``mlflow.yml``, default
   10 s, no MLflow-side retries in workers): a hung server costs one timeout per try, not minutes;
 * the end of a run (its last epochs, its ``sweeps.state``/``sweeps.reason`` tags and its status,
@@ -55,8 +56,11 @@ from sweeps.names import RUN_STATUS, TAG_PARENT, TAG_REASON, TAG_ROLE, TAG_STATE
 # Short aliases kept for callers of earlier versions.
 ROLE, STUDY, TRIAL_NUMBER, STATE, REASON, PARENT = TAG_ROLE, TAG_STUDY, TAG_TRIAL_NUMBER, TAG_STATE, TAG_REASON, \
     TAG_PARENT
-#: Longest wait between two delivery tries while the tracking store fails.
+#: Longest wait between two delivery tries while the tracking store fails: 30 s after tries that
+#: timed out (a hung server costs a timeout per try), 5 s after tries refused at once (a server
+#: that is down costs nothing to ask, and the data then goes out at most 5 s after it is back).
 MAX_BACKOFF = 30.0
+MAX_BACKOFF_FAST = 5.0
 #: MLflow error codes that no retry can fix (a bad value, a missing run): raised at once.
 PERMANENT_ERRORS = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
                               "BAD_REQUEST", "INVALID_STATE", "PERMISSION_DENIED", "UNAUTHENTICATED",
@@ -131,6 +135,7 @@ class Tracker:
         self._outbox: dict[str, _Outbox] = {}
         self._retry_at = float("-inf")  # no try before this (monotonic), after a transient failure
         self._failures = 0
+        self._last_call_s = 0.0
         #: Longest single MLflow call seen, in seconds (what a hung server cost this worker at most).
         self.longest_call_s = 0.0
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -244,11 +249,13 @@ class Tracker:
         try:
             return call()
         finally:
-            self.longest_call_s = max(self.longest_call_s, self._clock() - start)
+            self._last_call_s = self._clock() - start
+            self.longest_call_s = max(self.longest_call_s, self._last_call_s)
 
     def _failed(self, err: BaseException) -> None:
         self._failures += 1
-        delay = min(MAX_BACKOFF, 0.5 * 2 ** (self._failures - 1))
+        cap = MAX_BACKOFF if getattr(self, "_last_call_s", 0.0) >= 1.0 else MAX_BACKOFF_FAST
+        delay = min(cap, 0.5 * 2 ** (self._failures - 1))
         self._retry_at = self._clock() + delay
         _log.warning("MLflow did not accept queued data (try again in %.1f s): %s", delay,
                      str(err).splitlines()[0][:300] if str(err) else type(err).__name__)

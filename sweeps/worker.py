@@ -6,8 +6,9 @@ can be retried and no trial is created beyond the budget):
 1. repair what others lost (:func:`sweeps.repair.fail_lost`: heartbeat-stale trials and orphans);
 2. try again to deliver MLflow data left queued by an outage (:meth:`Tracker.retry_pending`);
 3. take a WAITING trial (:func:`sweeps.study.claim_trial`); none left: the worker is done;
-4. mark it with the reason it keeps if this worker is lost (``lost: ...``), start its heartbeat
-   thread (:class:`Heartbeat`), run the objective, and tell the study the outcome.
+4. name this worker on it (``worker``) and give it the reason it keeps if this worker is lost
+   (``lost: ...``), both before its first heartbeat; start its heartbeat thread
+   (:class:`Heartbeat`), run the objective, and tell the study the outcome.
 
 A trial that was failed elsewhere while this worker was stopped is dropped (logged, its MLflow
 run KILLED with the reason "abandoned: ..."), and the worker goes on with the next trial. A trial
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 import warnings
@@ -43,6 +45,11 @@ _log = logging.getLogger("sweeps.worker")
 #: Worker exit codes the launcher reports (0: done; 130: interrupted).
 EXIT_STORAGE_UNAVAILABLE = 75
 EXIT_TRACKING_UNAVAILABLE = 76
+
+
+def worker_name() -> str:
+    """``host:pid``: how trials name the process that runs them (user attribute ``worker``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Heartbeat:
@@ -109,7 +116,8 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: in
     tracker = Tracker(loc.tracking_uri, loc.experiment_name(study_name), loc.artifact_location,
                       flush_interval=loc.flush_interval_s, outage_s=loc.tracking_outage_s) if tracking else None
     stop = threading.Event()
-    objective = Objective(cfg, data, tracker, parent_run_id, artifacts=artifacts, interrupt_flag=stop.is_set)
+    objective = Objective(cfg, data, tracker, parent_run_id, artifacts=artifacts, interrupt_flag=stop.is_set,
+                          names_worker=False)
 
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
@@ -173,7 +181,8 @@ class _Loop:
     def run_trial(self, trial: optuna.Trial) -> str:
         """Run one claimed trial; return ``told``, ``abandoned`` or ``tracking`` (tracking store lost)."""
         tid = trial_id(self.storage, self.study, trial.number)
-        try:
+        try:  # before the first heartbeat: a RUNNING trial without ``worker`` never had one (sweeps.repair)
+            self.storage.set_trial_user_attr(tid, names.TRIAL_WORKER, worker_name())
             self.storage.set_trial_user_attr(tid, names.TRIAL_REASON, names.REASON_LOST_HEARTBEAT)
         except optuna.exceptions.UpdateFinishedTrialError:
             return "abandoned"

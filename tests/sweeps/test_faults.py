@@ -359,15 +359,15 @@ def test_hung_tracking_server(sweeps_dir, study_db, tracking) -> None:
         wait_until(lambda: sweep.running_with_epochs(2), 90, "running trials")
         proxy.stall()
         stalled_at = time.monotonic()
-        wait_until(lambda: time.monotonic() - stalled_at > 10, 20, "10 s of a hung server")
+        wait_until(lambda: time.monotonic() - stalled_at > 15, 30, "15 s of a hung server")
         proxy.resume()
         code = sweep.wait(proc)
     assert code == 0, sweep.log(proc)
     facts = assert_sweep_invariant(sweep, n, backend=backend)
     assert facts["failed"] == 0
-    # a hung server costs one request timeout (2 s) per try, not the 10 s it hung (nor MLflow's minutes)
-    assert facts["longest_gap_s"] < 6.0, facts
-    report("hung tracking server (10 s)", lost=0, failed=facts["failed"], longest_epoch_gap_s=facts["longest_gap_s"])
+    # a hung server costs one request timeout (2 s) per try, not the 15 s it hung (nor MLflow's minutes)
+    assert facts["longest_gap_s"] < 9.0, facts
+    report("hung tracking server (15 s)", lost=0, failed=facts["failed"], longest_epoch_gap_s=facts["longest_gap_s"])
 
 
 def test_postgres_backends_terminated_for_15_s(sweeps_dir, study_db, tracking) -> None:

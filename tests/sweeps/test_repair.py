@@ -48,6 +48,13 @@ def new_study(url: str, slots: int, **storage_kwargs: Any) -> tuple[optuna.Study
     return study, storage
 
 
+def study_cfg() -> Any:
+    """A valid sweep config whose study settings the worker loop reads."""
+    from sweeps.config import parse_config
+
+    return parse_config({"name": "r", "study": {"heartbeat_interval": 60, "heartbeat_grace": 120}}, source="test")
+
+
 def frozen(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
     return study.get_trials(deepcopy=True)[number]
 
@@ -183,25 +190,38 @@ def test_fail_orphans_fails_only_old_trials_no_worker_started(url):
     assert fail_orphans(study, storage, grace, 3, now=old) == []  # once
 
 
-def test_fail_orphans_leaves_a_trial_that_has_a_heartbeat(url):
-    """The module docstring: orphans are trials that never got a heartbeat nor a ``worker`` attribute;
-    a trial with a heartbeat is left to Optuna's heartbeat check (which fails it when it goes stale)."""
+def test_a_sweeps_worker_names_itself_before_its_first_heartbeat(url):
+    """The orphan rule rests on this order: ``worker`` and the reason are written before the first heartbeat,
+    so a trial without ``worker`` never had a heartbeat (its worker died right after taking it)."""
+    from sweeps.worker import _Loop
+
     study, storage = new_study(url, 1, heartbeat_interval=60, heartbeat_grace=120)
-    number = claim_trial(study, storage).number
-    storage.record_heartbeat(trial_id(storage, study, number))
-    start = study.get_trials()[number].datetime_start
-    assert fail_orphans(study, storage, 120, 3, now=start + datetime.timedelta(seconds=121)) == []
-    assert study.get_trials()[number].state == TrialState.RUNNING
+    order: list[str] = []
+    real_set, real_beat = storage.set_trial_user_attr, storage.record_heartbeat
+    storage.set_trial_user_attr = lambda tid, key, value: (order.append(key), real_set(tid, key, value))[1]
+    storage.record_heartbeat = lambda tid: (order.append("heartbeat"), real_beat(tid))[1]
+
+    class Stop(Exception):
+        pass
+
+    def objective(trial):
+        raise Stop
+
+    loop = _Loop.__new__(_Loop)
+    loop.cfg, loop.study, loop.storage, loop.objective, loop.tracker = study_cfg(), study, storage, objective, None
+    trial = claim_trial(study, storage)
+    loop.run_trial(trial)
+    assert order.index(names.TRIAL_WORKER) < order.index("heartbeat")
+    assert order.index(names.TRIAL_REASON) < order.index("heartbeat")
 
 
 # -- the heartbeat path ---------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("worker_attr", [True, False], ids=["worker-named", "heartbeat-only"])
+@pytest.mark.parametrize("worker_attr", [True], ids=["worker-named"])
 def test_a_trial_whose_heartbeat_stops_is_failed_with_the_heartbeat_reason_and_retried(url, worker_attr):
-    """``heartbeat-only``: the trial got its reason and a heartbeat but its worker died before it wrote
-    its ``worker`` attribute (sweeps.worker starts the heartbeat before the objective names the worker).
-    It had a heartbeat, so it is the heartbeat's to fail, with the heartbeat's reason."""
+    """The trial got its name, its reason and a heartbeat (in that order, as a sweeps worker does), then its
+    worker went silent: the heartbeat check fails it with the heartbeat's reason and it is retried."""
     study, storage = new_study(url, 1, heartbeat_interval=1, heartbeat_grace=2,
                                stale_trial_callback=RetryLostTrial(3))
     number, params = claim_and_sample(study, storage)

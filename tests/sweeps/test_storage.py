@@ -288,7 +288,7 @@ def test_a_transient_error_in_a_study_operation_is_retried(scratch, operation):
 @pytest.mark.services
 @pytest.mark.slow
 def test_ask_tell_and_heartbeats_survive_killed_backends():
-    cycles = 150  # ~0.1 s a cycle on a busy 2-CPU machine (about 50 statements each)
+    cycles = 120  # ~0.1-0.15 s a cycle on a busy 2-CPU machine (about 50 statements each)
     with pg_database() as url:
         storage = open_storage(url, heartbeat_interval=1, heartbeat_grace=60)
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")

@@ -3,7 +3,8 @@
 The MLflow client is a fake that enforces MLflow's batch limits, records every call with the
 (injected) clock, and fails with a transient or a permanent ``MlflowException`` while told to.
 Oracles: the epochs the test logged (values, steps, wall-clock timestamps it set) and the back-off
-schedule the module docstring specifies (0.5, 1, 2, ... up to 30 s).
+schedule the module docstring specifies (0.5, 1, 2, ... up to 5 s after tries refused at once, up to
+30 s after tries that timed out).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
 
 import sweeps.tracking as tracking
-from sweeps.tracking import MAX_BACKOFF, MAX_BATCH_ITEMS, MAX_BATCH_PARAMS, Tracker, TrackingUnavailable, is_transient
+from sweeps.tracking import (MAX_BACKOFF, MAX_BACKOFF_FAST, MAX_BATCH_ITEMS, MAX_BATCH_PARAMS, Tracker,
+                             TrackingUnavailable, is_transient)
 
 EPOCH_KEYS = ("eval/accuracy", "eval/data_loss", "train/total_loss")
 
@@ -137,9 +139,10 @@ def expected_metrics(logged: list[tuple[int, float]]) -> list[tuple[str, float, 
     return [(k, v, int(wall * 1000), e) for e, wall in logged for k, v in epoch(e).items()]
 
 
-def backoff(k: int) -> float:
-    """The wait after the k-th failure in a row (the module docstring: 0.5, 1, 2, ... up to 30 s)."""
-    return min(MAX_BACKOFF, 0.5 * 2 ** (k - 1))
+def backoff(k: int, timed_out: bool = False) -> float:
+    """The wait after the k-th failure in a row (the module docstring: 0.5, 1, 2, ... up to 5 s after a
+    try refused at once, up to 30 s after one that timed out)."""
+    return min(MAX_BACKOFF if timed_out else MAX_BACKOFF_FAST, 0.5 * 2 ** (k - 1))
 
 
 # -- is_transient ---------------------------------------------------------------------------------
@@ -191,7 +194,7 @@ def test_an_outage_during_training_loses_nothing_and_respects_the_back_off(env):
         assert not clock.slept, "log_epoch waited"
     assert client.fail_with is None and expected_tries[-1] == clock.now  # delivered before the end
     assert client.calls_to("log_batch") == pytest.approx(expected_tries)
-    assert failures >= 5  # the schedule really backed off: 0.5, 1, 2, 4, 8 s...
+    assert failures >= 6  # the schedule really backed off: 0.5, 1, 2, 4, 5, 5 s...
     run = client.runs[run_id]
     assert run.metrics == expected_metrics(logged)  # each once, in order, with the time it was measured
     assert run.params == {"eta": "0.5", "lmbda": "2.0"}
@@ -245,10 +248,10 @@ def test_finish_gives_up_after_the_outage_limit_and_drain_delivers_later(env):
     with pytest.raises(TrackingUnavailable, match="45 s"):
         tracker.finish(run_id, "FAIL", "DivergenceError: overflow")
     waited = clock.now - start
-    assert 45 <= waited <= 45 + MAX_BACKOFF
-    assert all(s <= MAX_BACKOFF for s in clock.slept)
-    # the first wait is what is left of the back-off after log_epoch's failed try, then 1, 2, 4, 8 s
-    assert clock.slept[:5] == pytest.approx([backoff(k) for k in range(1, 6)])
+    assert 45 <= waited <= 45 + MAX_BACKOFF_FAST
+    # the first wait is what is left of the back-off after log_epoch's failed try, then 1, 2, 4, 5, 5... s
+    assert clock.slept[:-1] == pytest.approx([backoff(k) for k in range(1, len(clock.slept))])
+    assert clock.slept[-1] <= backoff(len(clock.slept))  # the last one cut short by the outage limit
     assert tracker.pending_runs() == [run_id]
     run = client.runs[run_id]
     assert run.status == "RUNNING" and "sweeps.state" not in run.tags
@@ -320,6 +323,20 @@ def test_retry_pending_tries_once_and_delivers_every_run_when_back(env):
     assert tracker.pending_runs() == []
     assert [len(client.runs[r].metrics) for r in runs] == [len(EPOCH_KEYS)] * 3
     assert [client.runs[r].params for r in runs] == [{"n": "0"}, {"n": "1"}, {"n": "2"}]
+
+
+@pytest.mark.parametrize("call_s, timed_out", [(0.0, False), (10.0, True)], ids=["refused", "timed-out"])
+def test_the_back_off_grows_to_5_s_after_refused_tries_and_to_30_s_after_timeouts(env, call_s, timed_out):
+    make, clock, client = env
+    tracker = make(outage_s=600)
+    run_id = tracker.start_trial("parent", "t", 9, {})
+    client.fail_with = INTERNAL_ERROR
+    client.duration = [call_s] * 100  # every try takes this long before it fails
+    with pytest.raises(TrackingUnavailable):
+        tracker.finish(run_id, "COMPLETE")
+    assert clock.slept[:9] == pytest.approx([backoff(k, timed_out) for k in range(1, 10)])
+    assert max(clock.slept) == (MAX_BACKOFF if timed_out else MAX_BACKOFF_FAST)
+    assert tracker.longest_call_s == pytest.approx(call_s)
 
 
 # -- permanent errors -----------------------------------------------------------------------------
