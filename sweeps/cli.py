@@ -67,6 +67,10 @@ def main() -> None:
     Studies live in an Optuna storage, every epoch of every trial in MLflow.
     Start with:  sweeps run examples/digits-quick.yaml  then  sweeps ui
     """
+    import logging
+
+    for name in ("mlflow", "alembic"):  # the CLI's own process: MLflow's INFO lines are noise here
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @main.command()

@@ -45,7 +45,7 @@ import optuna
 from sweeps import names, repair
 from sweeps.config import SweepConfig, parse_config
 from sweeps.objective import load_data
-from sweeps.storage import Locations, bound_mlflow_http_retries, check_tracking_server
+from sweeps.storage import Locations, check_tracking_server, mlflow_http_settings
 from sweeps.study import StudyMismatch, counts_of, open_study_storage, outcome, prepare_study  # noqa: F401
 from sweeps.tracking import Tracker, package_versions
 from sweeps.worker import EXIT_STORAGE_UNAVAILABLE, EXIT_TRACKING_UNAVAILABLE, run_worker
@@ -104,7 +104,6 @@ class Prepared:
 def prepare_tracking(cfg: SweepConfig, loc: Locations, name: str, study: optuna.Study,
                      storage: Any) -> tuple[Tracker, str]:
     """Create the MLflow store, experiment and parent run (or find them); close runs left RUNNING."""
-    bound_mlflow_http_retries(loc.request_timeout_s)
     tracker = Tracker(loc.tracking_uri, loc.experiment_name(name), loc.artifact_location,
                       flush_interval=loc.flush_interval_s, outage_s=loc.tracking_outage_s)
     parent_run_id = study.user_attrs.get(names.STUDY_PARENT_RUN)
@@ -137,7 +136,8 @@ def prepare(cfg: SweepConfig, loc: Locations, *, new_study: bool = False, tracki
     """
     name, study = _check_and_open_study(cfg, loc, new_study=new_study, tracking=tracking)
     storage = open_study_storage(cfg, loc.storage)
-    tracker, parent_run_id = prepare_tracking(cfg, loc, name, study, storage) if tracking else (None, None)
+    with mlflow_http_settings(loc.request_timeout_s):
+        tracker, parent_run_id = prepare_tracking(cfg, loc, name, study, storage) if tracking else (None, None)
     return Prepared(cfg, name, study, tracker, parent_run_id)
 
 
@@ -213,8 +213,17 @@ def run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None = None, n
     """Run (or resume) the study described by ``cfg`` until its budget of trials is done.
 
     ``artifacts``: ``complete`` | ``all`` | ``none`` (``True``/``False``: ``complete``/``none``;
-    ``None``: ``loc.trial_artifacts``).
+    ``None``: ``loc.trial_artifacts``). MLflow's HTTP settings are bounded while it runs
+    (:func:`sweeps.storage.mlflow_http_settings`); the environment is restored afterwards.
     """
+    with mlflow_http_settings(loc.request_timeout_s):
+        return _run_sweep(cfg, loc, workers=workers, n_trials=n_trials, new_study=new_study, tracking=tracking,
+                          artifacts=artifacts, progress=progress, poll_interval=poll_interval)
+
+
+def _run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None, n_trials: int | None, new_study: bool,
+               tracking: bool, artifacts: str | bool | None, progress: ProgressFn | None,
+               poll_interval: float) -> SweepSummary:
     cfg = cfg.with_overrides(workers=workers, n_trials=n_trials)
     if artifacts is None or artifacts is True:
         artifacts = loc.trial_artifacts if artifacts is None else "complete"

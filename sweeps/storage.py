@@ -22,6 +22,7 @@ for a trial; a path ending in ``.log`` / ``.journal`` or ``journal:///path`` ope
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -30,7 +31,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -316,21 +317,45 @@ def _sqlite_storage_class() -> type:
     return SQLiteRDBStorage
 
 
-def bound_mlflow_http_retries(request_timeout_s: float = 10.0, *, worker: bool = False) -> None:
-    """Bound MLflow's HTTP retries and timeout (unless the user set them); quiet MLflow's INFO logs.
-
-    MLflow reads these only from the environment, so this sets ``os.environ`` of the calling
-    process: the CLI's and the worker processes'. ``worker``: no MLflow-side retries at all (also
-    when the launcher set some), since the worker's tracker retries on its own schedule.
-    """
+def _mlflow_http_values(request_timeout_s: float, worker: bool) -> dict[str, str]:
     values = dict(MLFLOW_HTTP_DEFAULTS, MLFLOW_HTTP_REQUEST_TIMEOUT=f"{request_timeout_s:g}")
-    for key, value in values.items():
-        os.environ.setdefault(key, value)
+    values = {k: os.environ.get(k, v) for k, v in values.items()}  # the user's settings win
     if worker:  # the tracker retries, with its own back-off, without blocking training
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one line per trial run
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        values["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        # MLflow prints a "View run" line per ended run: one per trial, in every worker
+        values["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = os.environ.get("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+                                                                         "true")
+    return values
+
+
+def bound_mlflow_http_retries(request_timeout_s: float = 10.0, *, worker: bool = False) -> None:
+    """Bound MLflow's HTTP retries and timeout for the whole process (unless the user set them).
+
+    For worker processes, which are ours: MLflow reads these only from the environment.
+    ``worker``: no MLflow-side retries at all (also when the launcher set some), since the worker's
+    tracker retries on its own schedule. Library callers use :func:`mlflow_http_settings`.
+    """
+    os.environ.update(_mlflow_http_values(request_timeout_s, worker))
+
+
+@contextlib.contextmanager
+def mlflow_http_settings(request_timeout_s: float = 10.0) -> Iterator[None]:
+    """Bounded MLflow HTTP retries and timeout inside the block; the environment is restored after it.
+
+    MLflow's defaults block ~4 minutes per call against a dead server and ~20 against a hung one.
+    Processes started inside the block (the workers) inherit the settings.
+    """
+    values = _mlflow_http_values(request_timeout_s, worker=False)
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class TrackingUnavailable(OSError):

@@ -102,6 +102,8 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: in
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     logging.basicConfig(level=logging.WARNING, format=f"worker {worker_index} (pid {os.getpid()}): %(message)s")
     bound_mlflow_http_retries(loc.request_timeout_s, worker=True)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     cfg = parse_config(cfg_data, source="worker")
     storage = open_study_storage(cfg, loc.storage)
     study = load(cfg, storage, study_name)

@@ -315,3 +315,25 @@ def test_ask_tell_and_heartbeats_survive_killed_backends():
     assert {t.number: t.value for t in trials} == told
     assert all(t.intermediate_values == {1: t.value} for t in trials)
     assert elapsed < 60, f"{cycles} cycles took {elapsed:.0f} s"
+
+
+def test_mlflow_http_settings_bound_the_calls_inside_and_restore_the_environment(monkeypatch):
+    from sweeps.storage import mlflow_http_settings
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")  # the user's own setting wins
+    before = dict(os.environ)
+    with mlflow_http_settings(3):
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "7"
+    assert dict(os.environ) == before
+
+
+def test_every_retried_method_exists_on_this_optuna():
+    """The wrapper retries these by name (some are RDBStorage internals that Optuna's cache calls): on an
+    Optuna that renamed one, this fails here rather than leaving that call unretried."""
+    from optuna.storages import RDBStorage
+
+    from sweeps.storage import _RETRIED_METHODS
+
+    assert [m for m in _RETRIED_METHODS if not hasattr(RDBStorage, m)] == []
