@@ -140,20 +140,22 @@ class Tracker:
         self.longest_call_s = 0.0
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_name = experiment_name
-        exp = self.client.get_experiment_by_name(experiment_name)
+        self.experiment_id = self._until_delivered(lambda: self._experiment(artifact_location),
+                                                   what=f"finding the experiment {experiment_name!r}")
+
+    def _experiment(self, artifact_location: str | None) -> str:
+        """The experiment's id: found, restored if deleted, or created."""
+        exp = self.client.get_experiment_by_name(self.experiment_name)
         if exp is None:
             try:
-                self.experiment_id = self.client.create_experiment(experiment_name,
-                                                                   artifact_location=artifact_location)
+                return self.client.create_experiment(self.experiment_name, artifact_location=artifact_location)
             except Exception:  # noqa: BLE001 - another process created it first
-                exp = self.client.get_experiment_by_name(experiment_name)
+                exp = self.client.get_experiment_by_name(self.experiment_name)
                 if exp is None:
                     raise
-                self.experiment_id = exp.experiment_id
-        else:
-            if exp.lifecycle_stage == "deleted":
-                self.client.restore_experiment(exp.experiment_id)
-            self.experiment_id = exp.experiment_id
+        if exp.lifecycle_stage == "deleted":
+            self.client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
 
     # -- study (parent) run ----------------------------------------------------------------
     def study_run(self, study_name: str, params: Mapping[str, Any]) -> str:

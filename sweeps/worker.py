@@ -38,7 +38,7 @@ from sweeps.config import parse_config
 from sweeps.objective import Interrupted, Objective, TrackingLost, TrialAbandoned, load_data
 from sweeps.storage import Locations, StorageUnavailable, bound_mlflow_http_retries
 from sweeps.study import claim_trial, load, open_study_storage, trial_id
-from sweeps.tracking import Tracker
+from sweeps.tracking import Tracker, TrackingUnavailable
 
 _log = logging.getLogger("sweeps.worker")
 
@@ -105,8 +105,12 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: in
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     cfg = parse_config(cfg_data, source="worker")
-    storage = open_study_storage(cfg, loc.storage)
-    study = load(cfg, storage, study_name)
+    try:
+        storage = open_study_storage(cfg, loc.storage)
+        study = load(cfg, storage, study_name)
+    except StorageUnavailable as err:
+        _log.error("%s", err)
+        return EXIT_STORAGE_UNAVAILABLE
     data = load_data(cfg.data, cfg.seed)
     if tracking and not loc.tracking_uri.startswith(("http://", "https://")):
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - ~0.6 s import, while the launcher prepares
@@ -115,8 +119,12 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: in
         if cancelled is not None and cancelled.is_set():
             return 0
     parent_run_id = study.user_attrs.get(names.STUDY_PARENT_RUN) if tracking else None
-    tracker = Tracker(loc.tracking_uri, loc.experiment_name(study_name), loc.artifact_location,
-                      flush_interval=loc.flush_interval_s, outage_s=loc.tracking_outage_s) if tracking else None
+    try:  # waits out a tracking server that is down for up to tracking_outage_s
+        tracker = Tracker(loc.tracking_uri, loc.experiment_name(study_name), loc.artifact_location,
+                          flush_interval=loc.flush_interval_s, outage_s=loc.tracking_outage_s) if tracking else None
+    except TrackingUnavailable as err:
+        _log.error("%s", err)
+        return EXIT_TRACKING_UNAVAILABLE
     stop = threading.Event()
     objective = Objective(cfg, data, tracker, parent_run_id, artifacts=artifacts, interrupt_flag=stop.is_set,
                           names_worker=False)
