@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from nncore.activations import log_sigmoid, log_softmax
+from nncore.checks import check_choice
 
 COSTS = ("quadratic", "cross_entropy", "log_likelihood")
 
@@ -47,7 +48,8 @@ def summed_loss(cost: str, z: np.ndarray, a: np.ndarray, y: np.ndarray) -> float
         return -float(np.sum(y64 * log_sigmoid(z64) + (1.0 - y64) * log_sigmoid(-z64)))
     if cost == "log_likelihood":
         return -float(np.sum(y * log_softmax(z.astype(np.float64, copy=False))))
-    raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
+    check_choice(cost, "cost", "summed_loss", COSTS)  # raises: no branch above matched
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def output_delta(cost: str, a: np.ndarray, y: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> np.ndarray:

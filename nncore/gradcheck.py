@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nncore.encoding import as_targets
 from nncore.network import Network
 from nncore.regularizers import Regularizer
-from nncore.train import as_targets
 
 
 @dataclass(frozen=True)

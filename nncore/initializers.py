@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from nncore.checks import check_choice, check_instance, check_int_sequence
+
 INITIALIZERS = ("default", "large", "xavier", "he")
 
 
 def initialize(
     name: str, sizes: list[int] | tuple[int, ...], rng: np.random.Generator, dtype: np.dtype | type = np.float64
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Return ``(weights, biases)`` for layer ``sizes`` drawn with ``rng``."""
-    if name not in INITIALIZERS:
-        raise ValueError(f"init must be one of {list(INITIALIZERS)}, got {name!r}")
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    """Return ``(weights, biases)`` for layer ``sizes`` drawn with ``rng`` (see the module doc).
+
+    Layer ``l`` gets ``W_l = std_w * N`` with ``N`` a ``(n_out, n_in)`` draw of
+    ``rng.standard_normal`` and ``b_l = std_b * N'`` (or zeros when
+    ``std_b = 0``), drawn layer by layer, weights before biases, so a seed
+    fixes every value. Errors name ``init`` (for ``name``), ``rng`` or ``sizes``.
+    """
+    check_choice(name, "init", "initialize", INITIALIZERS)
+    check_instance(rng, "rng", "initialize", np.random.Generator, what="a numpy.random.Generator")
+    sizes = check_int_sequence(sizes, "sizes", "initialize", min_len=2, low=1)
     weights, biases = [], []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         if name == "default":

@@ -50,6 +50,7 @@ from typing import IO, Any, Callable, Mapping
 
 import numpy as np
 
+from nncore.checks import check_instance, is_int
 from nncore.network import Network
 
 __all__ = [
@@ -91,19 +92,13 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
-def _check_network(network: object) -> Network:
-    if not isinstance(network, Network):
-        raise TypeError(f"network must be an nncore.Network, got {type(network).__name__}")
-    return network
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _check_network(network: object, owner: str) -> Network:
+    return check_instance(network, "network", owner, Network, what="an nncore.Network", error=TypeError)
 
 
 def _check_sizes(sizes: object, where: str) -> list[int]:
     if (not isinstance(sizes, list) or len(sizes) < 2
-            or not all(_is_int(s) and s >= 1 for s in sizes)):
+            or not all(is_int(s) and s >= 1 for s in sizes)):
         raise ValueError(f"{where}: 'sizes' must be a list of at least two positive integers, got {sizes!r}")
     return list(sizes)
 
@@ -130,7 +125,7 @@ def save(network: Network, path: str | os.PathLike[str], *, extra: Mapping[str, 
     Returns the path actually written. Raises ``ValueError`` if ``extra`` is not a
     dict with string keys or cannot be written as JSON.
     """
-    net = _check_network(network)
+    net = _check_network(network, "save")
     if extra is None:
         extra = {}
     if not isinstance(extra, Mapping):
@@ -178,7 +173,7 @@ def _read_metadata(where: str, archive: Mapping[str, np.ndarray], names: list[st
         raise ValueError(f"{where}: metadata is missing field(s) {missing}")
     if meta["format"] != FORMAT:
         raise ValueError(f"{where}: metadata 'format' must be {FORMAT!r}, got {meta['format']!r}")
-    if not _is_int(meta["format_version"]) or meta["format_version"] != FORMAT_VERSION:
+    if not is_int(meta["format_version"]) or meta["format_version"] != FORMAT_VERSION:
         raise ValueError(f"{where}: unsupported 'format_version' {meta['format_version']!r} "
                          f"(this version of nncore reads {FORMAT_VERSION})")
     _check_sizes(meta["sizes"], where)
@@ -264,7 +259,7 @@ def export_network2(network: Network, path: str | os.PathLike[str]) -> Path:
     setting is irrelevant and it is exported). ``init`` and ``dtype`` are not recorded.
     Returns the path written (exactly ``path``; no suffix is added).
     """
-    net = _check_network(network)
+    net = _check_network(network, "export_network2")
     if net.cost not in _NNCORE_TO_NETWORK2:
         raise ValueError(f"network2.py cannot represent cost {net.cost!r} (its costs are "
                          f"{sorted(_NNCORE_TO_NETWORK2)} with sigmoid output)")

@@ -18,21 +18,12 @@ from typing import Sequence
 import numpy as np
 
 from nncore import activations as act
+from nncore.checks import check_choice, check_float_dtype, check_instance, check_int_sequence
 from nncore.costs import COSTS, OUTPUT_ACTIVATION, output_delta, summed_loss
-from nncore.initializers import initialize
+from nncore.initializers import INITIALIZERS, initialize
 from nncore.regularizers import Regularizer
 
 DTYPES = ("float64", "float32")
-
-
-def _dtype(dtype: object) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)  # type: ignore[call-overload]
-    except TypeError:
-        dt = None
-    if dt is None or dt.name not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    return dt
 
 
 class Network:
@@ -47,6 +38,11 @@ class Network:
     dtype: ``float64`` (default) or ``float32``; weights and all computation use it.
     rng: the ``numpy.random.Generator`` weights are drawn from (required unless
         ``weights`` and ``biases`` are given).
+    weights, biases: initial parameters (copied into ``dtype``), shapes ``(sizes[l+1], sizes[l])``
+        and ``(sizes[l+1],)`` (a column vector ``(sizes[l+1], 1)`` is flattened).
+
+    Raises ``ValueError`` naming the argument, the allowed values and the value got
+    (see :mod:`nncore.checks`); ``init`` is checked only when weights are drawn.
     """
 
     def __init__(
@@ -61,24 +57,16 @@ class Network:
         weights: Sequence[np.ndarray] | None = None,
         biases: Sequence[np.ndarray] | None = None,
     ) -> None:
-        sizes = list(sizes)
-        if len(sizes) < 2:
-            raise ValueError(f"sizes must list at least two layers (input and output), got {sizes!r}")
-        if any(not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 1 for s in sizes):
-            raise ValueError(f"sizes must be positive integers, got {sizes!r}")
-        if activation not in act.ACTIVATIONS:
-            raise ValueError(f"activation must be one of {list(act.ACTIVATIONS)}, got {activation!r}")
-        if cost not in COSTS:
-            raise ValueError(f"cost must be one of {list(COSTS)}, got {cost!r}")
-        self.sizes = [int(s) for s in sizes]
-        self.activation = activation
-        self.cost = cost
+        self.sizes = check_int_sequence(sizes, "sizes", "Network", min_len=2, low=1)
+        self.activation = check_choice(activation, "activation", "Network", act.ACTIVATIONS)
+        self.cost = check_choice(cost, "cost", "Network", COSTS)
         self.init = init
-        self.dtype = _dtype(dtype)
+        self.dtype = check_float_dtype(dtype, "dtype", "Network", allowed=DTYPES)
         if weights is None or biases is None:
-            if rng is None:
-                raise ValueError("rng must be a numpy.random.Generator when weights are not given")
-            weights, biases = initialize(init, self.sizes, rng, self.dtype)
+            check_choice(init, "init", "Network", INITIALIZERS)
+            check_instance(rng, "rng", "Network", np.random.Generator,
+                           what="a numpy.random.Generator (required unless weights and biases are given)")
+            weights, biases = initialize(init, self.sizes, rng, self.dtype)  # type: ignore[arg-type]
         self.weights = [np.ascontiguousarray(w, dtype=self.dtype) for w in weights]
         self.biases = [np.ascontiguousarray(b, dtype=self.dtype).reshape(-1) for b in biases]
         for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
@@ -99,6 +87,7 @@ class Network:
 
     @property
     def output_activation(self) -> str:
+        """Activation of the output layer, fixed by the cost (sigmoid, or softmax for log_likelihood)."""
         return OUTPUT_ACTIVATION[self.cost]
 
     def layer_activation(self, l: int) -> str:
@@ -106,6 +95,7 @@ class Network:
         return self.output_activation if l == self.n_layers - 1 else self.activation
 
     def copy(self) -> "Network":
+        """An independent copy (weights and biases copied)."""
         return Network(
             self.sizes, activation=self.activation, cost=self.cost, init=self.init, dtype=self.dtype,
             weights=[w.copy() for w in self.weights], biases=[b.copy() for b in self.biases],

@@ -36,33 +36,35 @@ scikit-learn does.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from nncore.checks import check_choice, check_int, check_real
+
 PENALTIES = ("none", "l2", "l1")
 CONVENTIONS = ("dataset", "per_batch", "decoupled")
-
-
-def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
 
 
 def convert_lambda(value: float, *, from_convention: str, to_convention: str, n_train: int, batch_size: int) -> float:
     """Convert a regularization strength between conventions, exactly (same per-step decay).
 
     ``dataset -> per_batch``: ``alpha = lmbda * m / n``; ``dataset -> decoupled``:
-    ``wd = lmbda / n``; the other directions are the inverses.
+    ``wd = lmbda / n``; the other directions are the inverses. ``value`` is any
+    finite real number (NumPy scalars included; the conversion is linear, so
+    its sign is not checked here); the result is a ``float``.
+
+    Raises:
+        ValueError: an unknown convention, ``value`` not a finite real number,
+            ``n_train`` or ``batch_size`` not an int ``>= 1``.
     """
-    _check_choice("from_convention", from_convention, CONVENTIONS)
-    _check_choice("to_convention", to_convention, CONVENTIONS)
-    if n_train <= 0:
-        raise ValueError(f"n_train must be a positive integer, got {n_train!r}")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    owner = "convert_lambda"
+    value = check_real(value, "value", owner)
+    check_choice(from_convention, "from_convention", owner, CONVENTIONS)
+    check_choice(to_convention, "to_convention", owner, CONVENTIONS)
+    n_train = check_int(n_train, "n_train", owner, low=1)
+    batch_size = check_int(batch_size, "batch_size", owner, low=1)
     rate = decay_rate(value, from_convention, n_train=n_train, batch_size=batch_size)
     if to_convention == "dataset":
         return rate * n_train
@@ -72,32 +74,44 @@ def convert_lambda(value: float, *, from_convention: str, to_convention: str, n_
 
 
 def decay_rate(lmbda: float, convention: str, *, n_train: int, batch_size: int) -> float:
-    """Per-step decay rate ``d`` for a strength ``lmbda`` under ``convention`` (see module doc)."""
+    """Per-step decay rate ``d`` for a strength ``lmbda`` under ``convention`` (see module doc).
+
+    ``dataset``: ``d = lmbda / n_train``; ``per_batch``: ``d = lmbda / batch_size``;
+    ``decoupled``: ``d = lmbda``. ``lmbda`` is any finite real number (its sign is
+    checked by :class:`Regularizer`, not here); the result is a Python ``float``.
+    """
+    owner = "decay_rate"
+    lmbda = check_real(lmbda, "lmbda", owner)
+    check_choice(convention, "convention", owner, CONVENTIONS)
     if convention == "dataset":
-        return lmbda / n_train
+        return lmbda / check_int(n_train, "n_train", owner, low=1)
     if convention == "per_batch":
-        return lmbda / batch_size
-    if convention == "decoupled":
-        return float(lmbda)
-    raise ValueError(f"convention must be one of {list(CONVENTIONS)}, got {convention!r}")
+        return lmbda / check_int(batch_size, "batch_size", owner, low=1)
+    return lmbda
 
 
 @dataclass(frozen=True)
 class Regularizer:
-    """A weight penalty: ``kind`` in {none, l2, l1}, strength ``lmbda`` under ``convention``."""
+    """A weight penalty: ``kind`` in {none, l2, l1}, strength ``lmbda`` under ``convention``.
+
+    ``lmbda`` is any finite real number ``>= 0`` (``int``, ``float``, NumPy
+    scalars such as ``numpy.float32``; ``bool`` is refused) and is stored as a
+    Python ``float``, so rates and penalties never pick up a NumPy scalar
+    type. Biases are never regularized.
+    """
 
     kind: str = "l2"
     lmbda: float = 0.0
     convention: str = "dataset"
 
     def __post_init__(self) -> None:
-        _check_choice("penalty", self.kind, PENALTIES)
-        _check_choice("convention", self.convention, CONVENTIONS)
-        if not isinstance(self.lmbda, (int, float)) or not math.isfinite(self.lmbda) or self.lmbda < 0:
-            raise ValueError(f"lmbda must be a finite number >= 0, got {self.lmbda!r}")
+        check_choice(self.kind, "kind", "Regularizer", PENALTIES)
+        check_choice(self.convention, "convention", "Regularizer", CONVENTIONS)
+        object.__setattr__(self, "lmbda", check_real(self.lmbda, "lmbda", "Regularizer", low=0.0))
 
     @property
     def active(self) -> bool:
+        """Whether any decay is applied (``kind != "none"`` and ``lmbda > 0``)."""
         return self.kind != "none" and self.lmbda > 0
 
     def rate(self, n_train: int, batch_size: int) -> float:
@@ -107,7 +121,12 @@ class Regularizer:
         return decay_rate(self.lmbda, self.convention, n_train=n_train, batch_size=batch_size)
 
     def penalty(self, weights: Sequence[np.ndarray], n_train: int, batch_size: int) -> float:
-        """The penalty term (see module doc); depends on ``n_train``, never on an eval set."""
+        """The penalty term: ``(d/2) * sum_l ||W_l||_F^2`` (L2) or ``d * sum_l ||W_l||_1`` (L1).
+
+        ``d = rate(n_train, batch_size)``; 0 when inactive. Biases are not
+        passed here and never penalized. Depends on ``n_train``, never on the
+        size of an eval set; accumulated in float64.
+        """
         d = self.rate(n_train, batch_size)
         if d == 0.0:
             return 0.0
@@ -116,7 +135,7 @@ class Regularizer:
         return d * sum(float(np.abs(w).sum(dtype=np.float64)) for w in weights)
 
     def gradient(self, w: np.ndarray, rate: float) -> np.ndarray:
-        """Gradient of the penalty w.r.t. one weight matrix for decay rate ``rate``."""
+        """Gradient of the penalty w.r.t. one weight matrix: ``rate * W`` (L2), ``rate * sign(W)`` (L1), 0 (none)."""
         if self.kind == "l2":
             return rate * w
         if self.kind == "l1":
@@ -124,4 +143,5 @@ class Regularizer:
         return np.zeros_like(w)
 
     def to_dict(self) -> dict:
+        """``{"penalty": kind, "lmbda": lmbda, "convention": convention}`` (what trackers record)."""
         return {"penalty": self.kind, "lmbda": self.lmbda, "convention": self.convention}

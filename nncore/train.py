@@ -36,7 +36,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from nncore import activations as act
+from nncore.checks import check_choice, check_instance, check_int, check_real, invalid, is_int
 from nncore.costs import output_delta, summed_loss
+from nncore.encoding import as_targets  # noqa: F401 - also public here (nncore.train.as_targets)
 from nncore.network import Network
 from nncore.records import EpochRecord, LayerStats, LossParts, metric_names
 from nncore.regularizers import CONVENTIONS, PENALTIES, Regularizer
@@ -64,26 +66,6 @@ class DivergenceError(FloatingPointError):
         self.record = record
 
 
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _finite_number(name: str, value: object, *, low: float, low_open: bool, high: float | None = None,
-                   high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if ok:
-        v = float(value)  # type: ignore[arg-type]
-        ok = math.isfinite(v) and (v > low if low_open else v >= low)
-        if ok and high is not None:
-            ok = v < high if high_open else v <= high
-    if not ok:
-        lo = "(" if low_open else "["
-        hi = (")" if high_open else "]") if high is not None else ")"
-        raise ValueError(f"{name} must be a finite number in {lo}{low}, {high if high is not None else 'inf'}{hi}, "
-                         f"got {value!r}")
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run. Validated on construction.
@@ -99,6 +81,10 @@ class TrainConfig:
     eval set). Names ending in ``accuracy`` are maximized, others minimized.
     ``track_gradients``: measure full-training-set gradient norms every epoch (costs one extra
     forward/backward pass over the training set per epoch).
+
+    Numbers may be of any real type (NumPy scalars included, ``bool`` refused) and are stored as
+    Python ``int``/``float``. Invalid settings raise ``ValueError`` naming the field, the allowed
+    values and the value got (see :mod:`nncore.checks`).
     """
 
     eta: float = 0.5
@@ -117,25 +103,30 @@ class TrainConfig:
     track_gradients: bool = True
 
     def __post_init__(self) -> None:
-        _finite_number("eta", self.eta, low=0.0, low_open=True)
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        _finite_number("lmbda", self.lmbda, low=0.0, low_open=False)
-        if self.penalty not in PENALTIES:
-            raise ValueError(f"penalty must be one of {list(PENALTIES)}, got {self.penalty!r}")
-        if self.convention not in CONVENTIONS:
-            raise ValueError(f"convention must be one of {list(CONVENTIONS)}, got {self.convention!r}")
-        _finite_number("momentum", self.momentum, low=0.0, low_open=False, high=1.0, high_open=True)
-        if self.early_stopping is not None:
-            _positive_int("early_stopping", self.early_stopping)
-        if self.schedule_patience is not None:
-            _positive_int("schedule_patience", self.schedule_patience)
-        _finite_number("schedule_factor", self.schedule_factor, low=0.0, low_open=True, high=1.0, high_open=True)
-        _finite_number("min_eta_ratio", self.min_eta_ratio, low=0.0, low_open=True, high=1.0)
+        # every number is validated and stored as a Python int / float (NumPy scalars accepted)
+        owner = "TrainConfig"
+        fix = object.__setattr__
+        fix(self, "eta", check_real(self.eta, "eta", owner, low=0.0, low_open=True))
+        fix(self, "epochs", check_int(self.epochs, "epochs", owner, low=1))
+        fix(self, "batch_size", check_int(self.batch_size, "batch_size", owner, low=1))
+        fix(self, "lmbda", check_real(self.lmbda, "lmbda", owner, low=0.0))
+        check_choice(self.penalty, "penalty", owner, PENALTIES)
+        check_choice(self.convention, "convention", owner, CONVENTIONS)
+        fix(self, "momentum", check_real(self.momentum, "momentum", owner, low=0.0, high=1.0, high_open=True))
+        for name in ("early_stopping", "schedule_patience"):
+            if getattr(self, name) is not None:
+                fix(self, name, check_int(getattr(self, name), name, owner, low=1))
+        fix(self, "schedule_factor", check_real(self.schedule_factor, "schedule_factor", owner, low=0.0,
+                                                low_open=True, high=1.0, high_open=True))
+        fix(self, "min_eta_ratio", check_real(self.min_eta_ratio, "min_eta_ratio", owner, low=0.0, low_open=True,
+                                              high=1.0))
+        if self.monitor is not None and not isinstance(self.monitor, str):
+            raise invalid("monitor", owner, "a str naming an epoch-record metric, or None", self.monitor)
 
     @property
     def regularizer(self) -> Regularizer:
-        return Regularizer(self.penalty, float(self.lmbda), self.convention)
+        """The weight penalty these settings describe: ``Regularizer(penalty, lmbda, convention)``."""
+        return Regularizer(self.penalty, self.lmbda, self.convention)
 
 
 @dataclass
@@ -149,23 +140,6 @@ class TrainResult:
     @property
     def final(self) -> EpochRecord:
         return self.records[-1]
-
-
-def as_targets(Y: np.ndarray, n_out: int, dtype: np.dtype, name: str = "Y") -> np.ndarray:
-    """One-hot targets of shape ``(n, n_out)``: integer labels ``(n,)`` are expanded."""
-    Y = np.asarray(Y)
-    if Y.ndim == 1:
-        if not np.issubdtype(Y.dtype, np.integer):
-            raise ValueError(f"{name} must be integer labels of shape (n,) or one-hot targets of shape "
-                             f"(n, {n_out}), got dtype {Y.dtype} with shape {Y.shape}")
-        if Y.size and (Y.min() < 0 or Y.max() >= n_out):
-            raise ValueError(f"{name} labels must be in [0, {n_out - 1}], got values in [{Y.min()}, {Y.max()}]")
-        out = np.zeros((len(Y), n_out), dtype=dtype)
-        out[np.arange(len(Y)), Y] = 1
-        return out
-    if Y.ndim != 2 or Y.shape[1] != n_out:
-        raise ValueError(f"{name} must have shape (n, {n_out}) or (n,), got {Y.shape}")
-    return np.ascontiguousarray(Y, dtype=dtype)
 
 
 def check_data(network: Network, X: np.ndarray, Y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -354,27 +328,28 @@ def train(
     ``rng``: Generator (or seed) for shuffling. ``callbacks``: called with each record;
     returning ``True`` stops training.
     """
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    check_instance(config, "config", "train", TrainConfig, what="an nncore.TrainConfig")
     X, Y = check_data(network, X, Y, "training")
     n = len(X)
     m = config.batch_size
     if m > n:
-        raise ValueError(f"batch_size must be in [1, n_train={n}], got {m}")
+        raise invalid("batch_size", "TrainConfig", f"an int in the range [1, {n}] for n_train={n} training rows",
+                      m)
     Xe = Ye = None
     if eval_data is not None:
         Xe, Ye = check_data(network, eval_data[0], eval_data[1], "evaluation")
-    if rng is None or isinstance(rng, (int, np.integer)):
-        rng = np.random.default_rng(0 if rng is None else int(rng))
-    elif not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}")
+    if rng is None or is_int(rng):
+        rng = np.random.default_rng(0 if rng is None else int(rng))  # type: ignore[arg-type]
+    else:
+        check_instance(rng, "rng", "train", np.random.Generator,
+                       what="a numpy.random.Generator, an int seed or None")
     callbacks = list(callbacks)
     monitor = config.monitor or ("eval/accuracy" if Xe is not None else "train/accuracy")
     known = metric_names(network.n_layers, has_eval=Xe is not None)
     if monitor not in known:
         needs_eval = " (eval/ metrics need eval_data)" if monitor.startswith("eval/") and Xe is None else ""
-        raise ValueError(f"monitor must be one of the record's metrics, e.g. 'eval/accuracy', 'train/total_loss', "
-                         f"'layer1/weight_rms'{needs_eval}, got {monitor!r}")
+        raise invalid("monitor", "TrainConfig", "one of the epoch record's metrics, e.g. 'eval/accuracy', "
+                      f"'train/total_loss', 'layer1/weight_rms'{needs_eval}", monitor)
     maximize = monitor.endswith("accuracy")
 
     reg = config.regularizer

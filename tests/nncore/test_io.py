@@ -190,8 +190,8 @@ CORRUPTIONS: dict[str, tuple[Mutation, str]] = {
     "bias as column": (_set_array("b1", lambda b: b.reshape(-1, 1)), r"b1 has shape \(5, 1\)"),
     "short bias": (_set_array("b3", lambda b: b[:2]), "b3 has shape"),
     "dtype mismatch": (_set_array("W1", lambda w: w.astype(np.float32)), "W1 has dtype float32.*'dtype'"),
-    "unknown activation": (_set_meta("activation", "swish"), "activation must be one of"),
-    "unknown cost": (_set_meta("cost", "hinge"), "cost must be one of"),
+    "unknown activation": (_set_meta("activation", "swish"), "'activation' parameter of Network must be a str among"),
+    "unknown cost": (_set_meta("cost", "hinge"), "'cost' parameter of Network must be a str among"),
     "unknown dtype": (_set_meta("dtype", "float16"), "'dtype'"),
     "init not string": (_set_meta("init", 3), "'init' must be a string"),
     "extra not object": (_set_meta("extra", [1]), "'extra' must be a JSON object"),
@@ -379,7 +379,8 @@ def test_import_network2_not_json_and_bad_dtype(tmp_path: Path) -> None:
     assert str(info.value).startswith(str(path))
     good = tmp_path / "good.json"
     good.write_text(json.dumps(_book_dict()))
-    with pytest.raises(ValueError, match="dtype must be one of") as info:
+    dtype_error = r"'dtype' parameter of Network must be a NumPy dtype among \{'float64', 'float32'\}"
+    with pytest.raises(ValueError, match=dtype_error) as info:
         import_network2(good, dtype=np.float16)
     assert str(info.value).startswith(str(good))
 
