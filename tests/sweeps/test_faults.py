@@ -132,6 +132,15 @@ class Sweep:
                 out.append(pid)
         return out
 
+    def trial_in_state(self, number: int, state: str) -> Any:
+        """Trial ``number`` if it is in ``state`` now, else None."""
+        return next((t for t in self.study().trials if t.number == number and t.state.name == state), None)
+
+    def victim(self) -> tuple[Any, int]:
+        """A trial running with 2 epochs reported, and the PID of the worker that runs it."""
+        trial = wait_until(lambda: next(iter(self.running_with_epochs(2)), None), 90, "a running trial")
+        return trial, int(trial.user_attrs["worker"].rsplit(":", 1)[1])
+
     def running_with_epochs(self, min_epochs: int = 1) -> list[Any]:
         """RUNNING trials with at least ``min_epochs`` reported ([] while the launcher creates the study)."""
         try:
@@ -282,14 +291,11 @@ def test_sigkill_of_a_worker(sweeps_dir, study_db, tracking) -> None:
     n = 6
     sweep = sweeps_dir(config("sigkill", n_trials=n, epochs=60), study_db, server.url)
     proc = sweep.launch()
-    trial = wait_until(lambda: next(iter(sweep.running_with_epochs(2)), None), 90, "a running trial")
-    victim = int(trial.user_attrs["worker"].rsplit(":", 1)[1])
+    trial, victim = sweep.victim()
     assert victim in sweep.workers(proc)
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
-    failed = wait_until(lambda: next((t for t in sweep.study().trials
-                                      if t.number == trial.number and t.state.name == "FAIL"), None),
-                        30, "the killed worker's trial to be failed")
+    failed = wait_until(lambda: sweep.trial_in_state(trial.number, "FAIL"), 30, "the killed worker's trial to fail")
     recovery = time.monotonic() - killed_at
     code = sweep.wait(proc)
     assert code == 4, sweep.log(proc)  # reported: a worker died
@@ -305,14 +311,12 @@ def test_sigstop_past_the_grace_then_sigcont(sweeps_dir, study_db, tracking) -> 
     n = 6
     sweep = sweeps_dir(config("sigstop", n_trials=n, epochs=80), study_db, server.url)
     proc = sweep.launch()
-    trial = wait_until(lambda: next(iter(sweep.running_with_epochs(2)), None), 90, "a running trial")
-    victim = int(trial.user_attrs["worker"].rsplit(":", 1)[1])
+    trial, victim = sweep.victim()
     stopped_at = time.monotonic()
     os.kill(victim, signal.SIGSTOP)
     try:
-        failed = wait_until(lambda: next((t for t in sweep.study().trials
-                                          if t.number == trial.number and t.state.name == "FAIL"), None),
-                            60, "the stopped worker's trial to be failed by the heartbeat")
+        failed = wait_until(lambda: sweep.trial_in_state(trial.number, "FAIL"), 60,
+                            "the stopped worker's trial to be failed by the heartbeat")
         recovery = time.monotonic() - stopped_at
     finally:
         os.kill(victim, signal.SIGCONT)
