@@ -99,7 +99,8 @@ def fail_orphans(study: optuna.Study, storage: Any, grace: float, max_retries: i
     """Fail (and retry) RUNNING trials that no worker ever started, once older than ``grace`` s."""
     now = now or datetime.datetime.now()
     failed = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):  # one query
         if names.TRIAL_WORKER in t.user_attrs or t.datetime_start is None:
             continue
         if (now - t.datetime_start).total_seconds() > grace and \

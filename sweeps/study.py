@@ -184,7 +184,7 @@ def trial_id(storage: Any, study: optuna.Study, number: int) -> int:
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
 
-def claim_trial(study: optuna.Study, storage: Any) -> optuna.Trial | None:
+def claim_trial(study: optuna.Study, storage: Any, study_id: int | None = None) -> optuna.Trial | None:
     """Take one WAITING trial (a slot or a retry) for this worker, or None when none is left.
 
     Optuna's ``study.ask()`` creates a new trial when nothing is WAITING, which would run over the
@@ -192,7 +192,8 @@ def claim_trial(study: optuna.Study, storage: Any) -> optuna.Trial | None:
     ``ask`` uses, then builds the trial as ``ask`` does (``optuna.Trial(study, trial_id)``, which
     calls the sampler's ``before_trial``).
     """
-    study_id = storage.get_study_id_from_name(study.study_name)
+    if study_id is None:
+        study_id = storage.get_study_id_from_name(study.study_name)
     for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
         tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         try:

@@ -3,7 +3,8 @@
 The loop (ask/tell with Optuna's public API, not ``study.optimize``, so that every storage call
 can be retried and no trial is created beyond the budget):
 
-1. repair what others lost (:func:`sweeps.repair.fail_lost`: heartbeat-stale trials and orphans);
+1. repair what others lost (:func:`sweeps.repair.fail_lost`: heartbeat-stale trials and orphans),
+   at most once per heartbeat interval;
 2. try again to deliver MLflow data left queued by an outage (:meth:`Tracker.retry_pending`);
 3. take a WAITING trial (:func:`sweeps.study.claim_trial`); none left: the worker is done;
 4. name this worker on it (``worker``) and give it the reason it keeps if this worker is lost
@@ -160,14 +161,19 @@ class _Loop:
     def run(self, timeout: float | None) -> int:
         start = time.monotonic()
         grace, retries = self.cfg.study.heartbeat_grace, self.cfg.study.max_retries
+        next_repair = start  # at most once per heartbeat interval: lost trials are found within the grace anyway
         try:
+            study_id = self.storage.get_study_id_from_name(self.study.study_name)
             while not self.stop.is_set():
-                if timeout is not None and time.monotonic() - start >= timeout:
+                now = time.monotonic()
+                if timeout is not None and now - start >= timeout:
                     break
-                repair.fail_lost(self.study, self.storage, grace, retries)
+                if now >= next_repair:
+                    repair.fail_lost(self.study, self.storage, grace, retries)
+                    next_repair = now + self.cfg.study.heartbeat_interval
                 if self.tracker is not None:
                     self.tracker.retry_pending()
-                trial = claim_trial(self.study, self.storage)
+                trial = claim_trial(self.study, self.storage, study_id)
                 if trial is None:
                     break
                 outcome = self.run_trial(trial)
