@@ -4,6 +4,7 @@ Examples::
 
     python -m nncore                                   # digits, [64, 30, 10], 30 epochs (a few seconds)
     python -m nncore --hidden 100 30 --lmbda 0.5 --momentum 0.9
+    python -m nncore --sizes 64,100,30,10              # the same net by ALL its layer sizes (as sweeps gradcheck)
     python -m nncore --mnist ~/data/mnist --lmbda 5    # first 8,000 train / last 2,000 eval of the IDX files
     python -m nncore --epochs 3 --json                 # one JSON object (record.to_metrics()) per line
 
@@ -54,9 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a Nielsen-style feed-forward network with mini-batch SGD and print per-epoch records.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--hidden", "--sizes", dest="hidden", type=int, nargs="*", default=list(DEFAULT_HIDDEN),
-                   metavar="N", help="hidden layer sizes, e.g. --hidden 100 30 (none: no hidden layer); "
-                   "input and output sizes come from the data")
+    layers = p.add_mutually_exclusive_group()
+    layers.add_argument("--hidden", type=int, nargs="*", default=list(DEFAULT_HIDDEN), metavar="N",
+                        help="hidden layer sizes, e.g. --hidden 100 30 (none: no hidden layer); "
+                        "input and output sizes come from the data")
+    layers.add_argument("--sizes", type=str, nargs="+", default=None, metavar="N",
+                        help="ALL layer sizes, input to output, as in `sweeps gradcheck --sizes`: e.g. "
+                        "--sizes 64,30,10 (or 64 30 10); the first must be the data's inputs and the last its "
+                        "classes; instead of --hidden")
     p.add_argument("--eta", type=float, default=DEFAULT_ETA, help="learning rate")
     p.add_argument("--lmbda", type=float, default=DEFAULT_LMBDA, help="regularization strength (see --convention)")
     p.add_argument("--convention", choices=CONVENTIONS, default="dataset",
@@ -78,6 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print each epoch's metrics as one JSON object per line")
     p.add_argument("--save", metavar="PATH", default=None, help="save the trained network (nncore.io .npz format)")
     return p
+
+
+def parse_sizes(text: str | Sequence[str], what: str = "--sizes") -> list[int]:
+    """Layer sizes written ``8,6,4`` or ``8 6 4`` (or a list of such pieces): ALL layers, input
+    to output, at least two, each a positive integer. ``ValueError`` names ``what``.
+
+    The one meaning of ``--sizes`` in both command lines (``python -m nncore`` and
+    ``sweeps gradcheck``); ``--hidden`` is the hidden layers only (docs/vocabulary.md).
+    """
+    pieces = [text] if isinstance(text, str) else list(text)
+    tokens = [t for piece in pieces for t in piece.replace(",", " ").split()]
+    try:
+        sizes = [int(t) for t in tokens]
+    except ValueError:
+        sizes = []
+    if len(sizes) < 2 or any(n < 1 for n in sizes):
+        raise ValueError(f"{what} must list all layer sizes, input to output (at least two positive integers, "
+                         f"e.g. 64,30,10), got {' '.join(pieces)!r}")
+    return sizes
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -126,15 +151,21 @@ def run(args: argparse.Namespace, out: IO[str] | None = None) -> TrainResult:
     """
     out = sys.stdout if out is None else out
     config = _config(args)  # validates eta, lmbda, batch size, epochs, momentum before loading data
-    if any(h < 1 for h in args.hidden):
-        raise ValueError(f"hidden sizes must be positive integers, got {args.hidden}")
+    all_sizes = parse_sizes(args.sizes) if getattr(args, "sizes", None) is not None else None
+    hidden = all_sizes[1:-1] if all_sizes is not None else args.hidden
+    if any(h < 1 for h in hidden):
+        raise ValueError(f"hidden sizes must be positive integers, got {hidden}")
     if args.save is not None and importlib.util.find_spec("nncore.io") is None:
         raise ValueError("--save needs nncore.io, which is not available")
     data = _load(args)
     if data.eval is None:  # pragma: no cover - both loaders above make an eval split
         raise ValueError("the data set has no evaluation split")
     rng = np.random.default_rng(args.seed)
-    sizes = [data.n_features, *args.hidden, data.n_classes]
+    sizes = [data.n_features, *hidden, data.n_classes]
+    if all_sizes is not None and all_sizes != sizes:
+        raise ValueError(f"--sizes {','.join(map(str, all_sizes))}: the first size must be the data's "
+                         f"{data.n_features} inputs and the last its {data.n_classes} classes "
+                         f"(e.g. --sizes {','.join(map(str, sizes))})")
     net = Network(sizes, activation=args.activation, cost=args.cost, init=args.init, dtype=args.dtype, rng=rng)
 
     if args.json:

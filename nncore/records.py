@@ -8,7 +8,12 @@ slash-separated names, which become the MLflow metric keys unchanged::
     layer1/weight_fro layer1/weight_l1 layer1/weight_max_abs layer1/weight_mean
     layer1/weight_var layer1/weight_rms layer1/weight_sum layer1/bias_norm
     layer1/grad_norm  layer1/update_ratio     (layer2/..., one block per weight layer)
-    eta  decay_factor  epoch_time
+    train/eta         train/decay_factor      train/epoch_time
+
+Every key has a group prefix with a slash (``train/``, ``eval/``, ``layerN/``), and no
+hyperparameter name has one, so metric keys and parameter names never collide (the
+record's ``train/eta``, the step size in effect that epoch, next to the ``eta``
+hyperparameter; see ``docs/vocabulary.md``).
 
 Layers are numbered from 1: ``layer1`` is the weight matrix between the input
 and the first hidden layer. Epochs are numbered from 1 (the record after the
@@ -96,7 +101,7 @@ class EpochRecord:
     """Everything measured after one epoch. Immutable; handed to every callback.
 
     ``decay_factor`` is the product over the epoch's steps of the multiplicative
-    weight decay ``(1 - eta*d)`` actually applied (1.0 without L2; see
+    weight decay ``(1 - eta*decay_rate)`` actually applied (1.0 without L2; see
     :mod:`nncore.regularizers`). ``eta`` is the learning rate used during the
     epoch (it changes under a schedule). ``epoch_time`` is wall-clock seconds for
     the epoch, SGD and measurement included.
@@ -124,9 +129,9 @@ class EpochRecord:
         for i, layer in enumerate(self.layers, start=1):
             for name, value in asdict(layer).items():
                 out[f"layer{i}/{name}"] = value
-        out["eta"] = self.eta
-        out["decay_factor"] = self.decay_factor
-        out["epoch_time"] = self.epoch_time
+        out["train/eta"] = self.eta
+        out["train/decay_factor"] = self.decay_factor
+        out["train/epoch_time"] = self.epoch_time
         return out
 
 
@@ -135,4 +140,4 @@ def metric_names(n_layers: int, *, has_eval: bool = True) -> list[str]:
     names = [f"{p}/{k}" for p in (("train", "eval") if has_eval else ("train",))
              for k in ("total_loss", "data_loss", "penalty", "accuracy")]
     names += [f"layer{i}/{f.name}" for i in range(1, n_layers + 1) for f in fields(LayerStats)]
-    return names + ["eta", "decay_factor", "epoch_time"]
+    return names + ["train/eta", "train/decay_factor", "train/epoch_time"]

@@ -412,7 +412,9 @@ def train(config: str, eta: float | None, lmbda: float | None, batch_size: int |
 
 
 @main.command()
-@click.option("--sizes", default="8,6,4", show_default=True, help="Layer sizes, comma-separated.")
+@click.option("--sizes", default="8,6,4", show_default=True,
+              help="ALL layer sizes, input to output, comma-separated (as `python -m nncore --sizes`; "
+                   "its --hidden gives the hidden layers only).")
 @click.option("--cost", type=click.Choice(["quadratic", "cross_entropy", "log_likelihood"]), default="cross_entropy",
               show_default=True)
 @click.option("--activation", type=click.Choice(["sigmoid", "tanh", "relu"]), default="sigmoid", show_default=True)
@@ -429,9 +431,10 @@ def gradcheck(sizes: str, cost: str, activation: str, penalty: str, lmbda: float
     import numpy as np
 
     from nncore import Network, Regularizer, gradient_check
+    from nncore.cli import parse_sizes
 
     try:
-        layer_sizes = [int(s) for s in sizes.split(",")]
+        layer_sizes = parse_sizes(sizes)
         net = Network(layer_sizes, activation=activation, cost=cost, rng=np.random.default_rng(seed))
         reg = Regularizer(penalty, lmbda, convention)
     except ValueError as err:

@@ -33,7 +33,7 @@ def test_json_lines():
         for p in ("train", "eval"):
             assert rec[f"{p}/total_loss"] == rec[f"{p}/data_loss"] + rec[f"{p}/penalty"]
             assert rec[f"{p}/penalty"] > 0  # the default lmbda is not 0
-        assert rec["eta"] == 0.5
+        assert rec["train/eta"] == 0.5  # the step size in effect that epoch (no bare "eta" metric)
         assert 0.0 <= rec["eval/accuracy"] <= 1.0
 
 
@@ -84,3 +84,44 @@ def test_save(tmp_path):
     assert len(proc.stdout.splitlines()) == 1  # the JSON stream stays clean
     net = nnio.load(path)
     assert net.sizes == [64, 7, 10]
+
+
+# -- --sizes means ALL layer sizes in both command lines (docs/vocabulary.md) -------------------
+
+
+def test_sizes_are_all_layers_and_equal_hidden():
+    out_a, out_b = io.StringIO(), io.StringIO()
+    a = run(build_parser().parse_args(["--epochs", "1", "--sizes", "64,12,8,10", "--json"]), out=out_a)
+    b = run(build_parser().parse_args(["--epochs", "1", "--hidden", "12", "8", "--json"]), out=out_b)
+    assert a.network.sizes == b.network.sizes == [64, 12, 8, 10]
+    assert json.loads(out_a.getvalue()) == json.loads(out_b.getvalue()) | {
+        "train/epoch_time": json.loads(out_a.getvalue())["train/epoch_time"]}  # same net, same seed
+    spaced = run(build_parser().parse_args(["--epochs", "1", "--sizes", "64", "12", "10", "--json"]),
+                 out=io.StringIO())
+    assert spaced.network.sizes == [64, 12, 10]
+
+
+@pytest.mark.parametrize("args", [["--sizes", "12,10"], ["--sizes", "64,12"], ["--sizes", "64"],
+                                  ["--sizes", "64,x,10"], ["--sizes", "64,0,10"],
+                                  ["--sizes", "64,12,10", "--hidden", "12"]])
+def test_bad_sizes_exit_2_naming_sizes(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--epochs", "1"])
+    assert exc.value.code == 2
+    assert "--sizes" in capsys.readouterr().err
+
+
+def test_sweeps_gradcheck_sizes_mean_the_same():
+    """``sweeps gradcheck --sizes`` takes the same ALL-layers list (commas or spaces) and rejects what
+    ``python -m nncore --sizes`` rejects."""
+    click_testing = pytest.importorskip("click.testing")
+    from nncore.cli import parse_sizes
+    from sweeps.cli import main as sweeps_main
+
+    assert parse_sizes("8,6,4") == parse_sizes("8 6 4") == parse_sizes(["8", "6,4"]) == [8, 6, 4]
+    runner = click_testing.CliRunner()
+    ok = runner.invoke(sweeps_main, ["gradcheck", "--sizes", "5,4,3"])
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.startswith("ok:")
+    bad = runner.invoke(sweeps_main, ["gradcheck", "--sizes", "5"])
+    assert bad.exit_code == 2 and "--sizes" in bad.output

@@ -142,7 +142,12 @@ def test_metric_keys():
         m = rec.to_metrics()
         assert list(m) == metric_names(len(SIZES) - 1)
         assert all(isinstance(v, float) for v in m.values())
+        assert (m["train/eta"], m["train/decay_factor"], m["train/epoch_time"]) == (
+            rec.eta, rec.decay_factor, rec.epoch_time)
     assert len(metric_names(3)) == 8 + 3 * 10 + 3
+    # every key has a group prefix with a slash (parameter names never do): docs/vocabulary.md
+    assert all(k.split("/", 1)[0] in ("train", "eval", "layer1", "layer2", "layer3") for k in metric_names(3))
+    assert metric_names(1)[-3:] == ["train/eta", "train/decay_factor", "train/epoch_time"]
     res = train(_net(), X_TRAIN, Y_TRAIN, TrainConfig(epochs=1, batch_size=8), rng=0)
     assert list(res.final.to_metrics()) == metric_names(3, has_eval=False)
     assert res.final.eval is None
@@ -152,7 +157,7 @@ def _metrics(res):
     out = []
     for rec in res.records:
         m = rec.to_metrics()
-        del m["epoch_time"]
+        del m["train/epoch_time"]
         out.append(m)
     return out
 

@@ -1,17 +1,19 @@
-"""sweeps.query against real stores: an MLflow SQLite store and an Optuna SQLite study.
+"""sweeps.query's public API (``sweeps/query/__init__.py``) against real stores: an MLflow SQLite
+store and an Optuna SQLite study.
 
 The data is written with ``MlflowClient`` in the tracker's layout (parent run per
 study, one child run per trial, one ``log_batch`` per epoch) from random values
 that the tests keep as the oracle: every read path must return exactly them.
+
+The fixtures and helpers here (``alpha``, ``Store``, ``log_trial_run``, ``expected_long``,
+``assert_same_long``) are shared with the per-backend modules ``test_query_database.py``,
+``test_query_rest.py`` and ``test_query_client.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
-import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +28,8 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 from sweeps import query  # noqa: E402
 
-KEYS = ["train/total_loss", "eval/accuracy", "layer1/weight_fro", "eta"]
+# "train/eta" is the record's step size; the "eta" hyperparameter sits next to it in trials()
+KEYS = ["train/total_loss", "eval/accuracy", "layer1/weight_fro", "train/eta"]
 TS0 = 1_700_000_000_000
 
 # (epochs logged, Optuna state, reason, sets the mlflow_run_id user attr)
@@ -177,6 +180,12 @@ def test_experiment_for():
     assert query.experiment_for("alpha", prefix="x-") == "x-alpha"
 
 
+def test_public_names():
+    assert set(query.__all__) >= {"DEFAULT_PREFIX", "LONG_COLUMNS", "experiment_for", "history", "trials"}
+    assert query.LONG_COLUMNS == ("run_id", "trial", "epoch", "metric", "value")
+    assert set(query.READERS) == {"sql", "http", "api"} and query.METHODS[0] == "auto"
+
+
 @pytest.mark.parametrize("method", ["sql", "api", "auto"])
 def test_history_returns_exactly_the_logged_values(alpha, method):
     before = sha256(alpha.path)
@@ -200,14 +209,16 @@ def test_history_sql_equals_api(alpha):
 
 @pytest.mark.parametrize("method", ["sql", "api"])
 def test_history_filters_metrics_and_trials(alpha, method):
-    keys = ["eval/accuracy", "eta"]
+    keys = ["eval/accuracy", "train/eta"]
     got = query.history("alpha", tracking_uri=alpha.uri, metrics=keys, method=method)
     assert set(got["metric"]) == set(keys)
     assert_same_long(got, expected_long(alpha, keys=keys))
-    got = query.history("alpha", tracking_uri=alpha.uri, metrics=["eta"], trials=[1, 3],
+    got = query.history("alpha", tracking_uri=alpha.uri, metrics=["train/eta"], trials=[1, 3],
                         method=method)
-    assert_same_long(got, expected_long(alpha, keys=["eta"], trials={1, 3}))
+    assert_same_long(got, expected_long(alpha, keys=["train/eta"], trials={1, 3}))
     assert query.history("alpha", tracking_uri=alpha.uri, metrics=["nope"], method=method).empty
+    # a bare "eta" is a hyperparameter name, never a metric key
+    assert query.history("alpha", tracking_uri=alpha.uri, metrics="eta", method=method).empty
 
 
 @pytest.mark.parametrize("method", ["sql", "api"])
@@ -225,9 +236,9 @@ def test_history_wide(alpha, method):
             want = alpha.oracle[(row.run_id, key, row.epoch)]
             have = row[3 + i]
             assert (math.isnan(want) and math.isnan(have)) or have == want, (rec, key)
-    sel = query.history("alpha", tracking_uri=alpha.uri, wide=True, metrics=["eta", "eval/accuracy"],
+    sel = query.history("alpha", tracking_uri=alpha.uri, wide=True, metrics=["train/eta", "eval/accuracy"],
                         method=method)
-    assert list(sel.columns) == ["run_id", "trial", "epoch", "eta", "eval/accuracy"]
+    assert list(sel.columns) == ["run_id", "trial", "epoch", "train/eta", "eval/accuracy"]
     assert len(sel) == n_rows
 
 
@@ -236,8 +247,10 @@ def test_history_missing_experiment_is_empty(alpha):
     assert got.empty and list(got.columns) == list(query.LONG_COLUMNS)
     got = query.history("nope", tracking_uri=alpha.uri, method="api")
     assert got.empty and list(got.columns) == list(query.LONG_COLUMNS)
+    wide = query.history("nope", tracking_uri=alpha.uri, method="sql", wide=True, metrics=["train/eta"])
+    assert wide.empty and list(wide.columns) == ["run_id", "trial", "epoch", "train/eta"]
     got = query.history("alpha", experiment_name="sweeps/beta", tracking_uri=alpha.uri,
-                        method="sql", metrics=["eta"])
+                        method="sql", metrics=["train/eta"])
     assert sorted(set(got["trial"])) == [0, 1, 2] and len(got) == 12
 
 
@@ -247,71 +260,24 @@ def test_history_refuses_missing_sqlite_file(tmp_path):
     assert not (tmp_path / "absent.db").exists()
 
 
-def test_auto_falls_back_to_api_when_the_schema_differs(alpha, monkeypatch):
-    import sqlalchemy.exc
-
-    def broken(*args, **kwargs):
-        raise sqlalchemy.exc.OperationalError("SELECT ...", {}, Exception("no such column: m.is_nan"))
-
-    monkeypatch.setattr(query, "_history_sql", broken)
-    with pytest.warns(RuntimeWarning, match="falling back"):
-        got = query.history("alpha", tracking_uri=alpha.uri, method="auto", metrics=["eta"])
-    assert_same_long(got, expected_long(alpha, keys=["eta"]))
-    with pytest.raises(sqlalchemy.exc.OperationalError):
-        query.history("alpha", tracking_uri=alpha.uri, method="sql")
-
-
-def test_sql_schema_errors_are_recognised(alpha, tmp_path):
-    import sqlite3
-
-    import sqlalchemy.exc
-
-    copy = tmp_path / "old.db"
-    shutil.copy(alpha.path, copy)
-    with sqlite3.connect(copy) as con:
-        con.execute("ALTER TABLE metrics RENAME COLUMN is_nan TO nan_flag")
-    with pytest.raises(sqlalchemy.exc.OperationalError) as info:
-        query.history("alpha", tracking_uri=f"sqlite:///{copy}", method="sql")
-    assert query._is_schema_error(info.value)
-
-
 def test_history_rejects_bad_method(alpha):
     with pytest.raises(ValueError):
         query.history("alpha", tracking_uri=alpha.uri, method="bulk")
     with pytest.raises(ValueError):
         query.history("alpha", tracking_uri=alpha.uri, method="http")
+    with pytest.raises(ValueError):
+        query.history("alpha", tracking_uri="http://127.0.0.1:1", method="sql")
 
 
-def test_history_sql_by_chunks_of_runs_and_keys(alpha, monkeypatch):
-    """Runs are read by chunks and long key lists filtered after the query (both to
-    stay under SQLite's bound-parameter limit): same result."""
-    monkeypatch.setattr(query, "_SQL_RUN_CHUNK", 2)
-    assert_same_long(query.history("alpha", tracking_uri=alpha.uri, method="sql"),
-                     expected_long(alpha))
-    monkeypatch.setattr(query, "_SQL_MAX_KEYS", 1)
-    keys = ["eval/accuracy", "eta", "nope"]
-    got = query.history("alpha", tracking_uri=alpha.uri, method="sql", metrics=keys)
-    assert_same_long(got, expected_long(alpha, keys=keys))
+def test_unsupported_backend_warns_and_reads_through_the_api(alpha, monkeypatch):
+    """Whatever backend cannot serve a store (:class:`Unsupported`) hands over to the per-run API."""
+    def unsupported(*args):
+        raise query.Unsupported("a reason the warning names")
 
-
-def test_finish_long_latest_value_wins_and_any_step_range():
-    """Duplicates: the latest timestamp wins (then the larger value, NaN last), whatever
-    the row order; steps far apart (no packed int64 sort key) sort the same way."""
-    big = 2**62
-    rows = [  # run, trial, step, key, timestamp, value
-        ("b", 1, 5, "x", 10, 1.0), ("b", 1, 5, "x", 30, 3.0), ("b", 1, 5, "x", 20, 2.0),
-        ("a", 1, -big, "x", 1, 0.5), ("a", 1, big, "x", 1, 0.25), ("a", 1, big, "w", 1, 9.0),
-        ("c", 0, 1, "x", 5, 1.0), ("c", 0, 1, "x", 5, math.nan), ("c", 0, 1, "x", 5, 7.0),
-        ("d", -1, 3, "x", 0, 4.0),
-    ]
-    for order in (rows, rows[::-1]):
-        got = query._finish_long(query._raw_frame(*zip(*order)))
-        assert list(got.columns) == list(query.LONG_COLUMNS)
-        assert got["trial"].dtype == np.int64 and got["epoch"].dtype == np.int64
-        assert got[["run_id", "trial", "epoch", "metric"]].values.tolist() == [
-            ["d", -1, 3, "x"], ["c", 0, 1, "x"], ["a", 1, big, "w"], ["a", 1, -big, "x"],
-            ["a", 1, big, "x"], ["b", 1, 5, "x"]]
-        assert np.array_equal(got["value"], [4.0, math.nan, 9.0, 0.5, 0.25, 3.0], equal_nan=True)
+    monkeypatch.setitem(query.READERS, "sql", unsupported)
+    with pytest.warns(RuntimeWarning, match="a reason the warning names.*falling back"):
+        got = query.history("alpha", tracking_uri=alpha.uri, method="sql", metrics=["train/eta"])
+    assert_same_long(got, expected_long(alpha, keys=["train/eta"]))
 
 
 # ---------------------------------------------------------------------------- trials
@@ -323,9 +289,9 @@ def test_trials_one_row_per_trial_with_final_metrics(alpha):
     head = ["trial", "state", "value", "eta", "lmbda", "batch_size", "duration_s",
             "datetime_start", "datetime_complete", "mlflow_run_id", "reason"]
     assert list(df.columns[: len(head)]) == head
-    # the record's "eta" metric collides with the "eta" hyperparameter
-    assert sorted(df.columns[len(head):]) == sorted(
-        ["train/total_loss", "eval/accuracy", "layer1/weight_fro", "metrics.eta"])
+    # one vocabulary: parameters are bare names, metrics their slash-prefixed keys; no prefixing
+    assert sorted(df.columns[len(head):]) == sorted(KEYS)
+    assert not any(c.startswith(("metrics.", "params.")) for c in df.columns)
     run_of = {n: rid for rid, n in alpha.trial_of.items()}
     for row in df.to_dict("records"):
         n = row["trial"]
@@ -343,10 +309,11 @@ def test_trials_one_row_per_trial_with_final_metrics(alpha):
         if state == "RUNNING":
             assert pd.isna(row["datetime_complete"]) and math.isnan(row["duration_s"])
         for key in KEYS:
-            col = "metrics.eta" if key == "eta" else key
             want = alpha.oracle[(rid, key, epochs)]
-            assert (math.isnan(want) and math.isnan(row[col])) or row[col] == want, (n, key)
+            assert (math.isnan(want) and math.isnan(row[key])) or row[key] == want, (n, key)
     assert math.isnan(df.loc[2, "eval/accuracy"])  # NaN at the last epoch
+    assert df["trial"].dtype == np.int64 and df["value"].dtype == np.float64
+    assert df["mlflow_run_id"].dtype == object and df["reason"].dtype == object
 
 
 def test_trials_calls_search_runs_once(alpha, monkeypatch):
@@ -369,202 +336,11 @@ def test_trials_without_tracking_and_with_storage_object(alpha):
     assert df.columns[-1] == "reason"
     assert df["state"].tolist() == [s for _, s, _, _ in ALPHA_TRIALS]
     assert df["mlflow_run_id"].isna().sum() == 1  # the trial without the attr
+    assert df["reason"].tolist()[:2] == [None, "pruned at epoch 3"]
 
 
-# ------------------------------------------------------------------------------ http
-
-N_HTTP_RUNS, N_HTTP_EPOCHS, HTTP_KEYS, LONG_STEPS = 120, 3, ["eval/accuracy", "train/total_loss"], 2600
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, services):
-    """A real ``mlflow server`` over a SQLite store holding 120 trial runs (+ a long run)."""
-    exe = shutil.which("mlflow", path=os.pathsep.join([str(Path(sys.executable).parent),
-                                                       os.environ.get("PATH", "")]))
-    if exe is None:
-        pytest.skip("the `mlflow` executable is not installed: cannot start a tracking server")
-    tmp = tmp_path_factory.mktemp("served")
-    store = Store(uri=f"sqlite:///{tmp}/mlflow.db", path=tmp / "mlflow.db")
-    client = MlflowClient(tracking_uri=store.uri)  # creates (migrates) the store first
-    rng = np.random.default_rng(7)
-    exp = client.create_experiment("sweeps/wide", artifact_location=str(tmp / "artifacts"))
-    parent = client.create_run(exp, tags={"sweeps.role": "study", "sweeps.study": "wide"})
-    for n in range(N_HTTP_RUNS):
-        log_trial_run(client, store, exp, parent.info.run_id, "wide", n, N_HTTP_EPOCHS, HTTP_KEYS,
-                      rng, {"eta": 0.5}, nan_at=[("eval/accuracy", 2)] if n % 17 == 0 else [])
-    # More steps than the UI's bulk-interval route returns per run (2500, sampled): all
-    # must come back.
-    long_store = Store(uri=store.uri, path=store.path)
-    exp_long = client.create_experiment("sweeps/long", artifact_location=str(tmp / "artifacts"))
-    run = client.create_run(exp_long, tags={"sweeps.role": "trial", "sweeps.trial_number": "0"})
-    vals = _values(rng, LONG_STEPS)
-    metrics = [Metric("train/total_loss", float(v), TS0 + i, i + 1) for i, v in enumerate(vals)]
-    for i in range(0, len(metrics), 1000):
-        client.log_batch(run.info.run_id, metrics=metrics[i:i + 1000])
-    long_store.oracle = {(run.info.run_id, "train/total_loss", i + 1): float(v)
-                         for i, v in enumerate(vals)}
-    long_store.trial_of = {run.info.run_id: 0}
-
-    port = services.free_port()
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    cmd = [exe, "server", "--backend-store-uri", store.uri, "--artifacts-destination", str(tmp / "artifacts"),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with services.serve(cmd, port, tmp / "server.log", cwd=tmp, env=env, timeout=60) as (url, _):
-        yield url, store, long_store
-
-
-@pytest.mark.services
-def test_history_http_equals_sql_equals_logged(served, monkeypatch):
-    url, store, long_store = served
-    requests_made = []
-    original_get = query._BulkHistory.get
-
-    def counting_get(self, run_ids, key):
-        requests_made.append((len(run_ids), key))
-        return original_get(self, run_ids, key)
-
-    monkeypatch.setattr(query._BulkHistory, "get", counting_get)
-    want = expected_long(store)
-    via_http = query.history("wide", tracking_uri=url, method="http")
-    # 120 runs -> chunks of 100 and 20, one request per key and chunk
-    assert sorted(requests_made) == sorted((n, k) for n in (100, 20) for k in HTTP_KEYS)
-    via_auto = query.history("wide", tracking_uri=url)  # auto -> http for http URIs
-    via_sql = query.history("wide", tracking_uri=store.uri, method="sql")
-    assert len(want) == N_HTTP_RUNS * N_HTTP_EPOCHS * len(HTTP_KEYS)
-    assert_same_long(via_http, want)
-    assert_same_long(via_sql, want)
-    pd.testing.assert_frame_equal(via_http, via_sql)
-    pd.testing.assert_frame_equal(via_auto, via_http)
-    sel = query.history("wide", tracking_uri=url, method="http", metrics=["eval/accuracy"],
-                        trials=range(100, 120))
-    assert_same_long(sel, expected_long(store, keys=["eval/accuracy"], trials=set(range(100, 120))))
-
-    requests_made.clear()
-    got = query.history("long", tracking_uri=url, method="http")
-    # more values than the bulk-interval route returns per run (2500, sampled):
-    # get-history-bulk returns them all, in one request
-    assert len(got) == LONG_STEPS
-    assert requests_made == [(1, "train/total_loss")]
-    assert_same_long(got, expected_long(long_store))
-
-
-@pytest.mark.services
-@pytest.mark.parametrize("sorted_answers", [True, False])
-def test_history_http_rereads_cut_off_answers(served, monkeypatch, sorted_answers):
-    """Answers cut off at the row cap are read again until complete: from the last
-    run seen when the server answers sorted by run id, else by halves; a single run
-    over the cap through the per-run API."""
-    url, store, long_store = served
-    cap = 100
-    monkeypatch.setattr(query, "_HTTP_MAX_RESULTS", cap)  # also the max_results sent
-    requests_made, per_run = [], []
-    original_get, original_per_run = query._BulkHistory.get, query._BulkHistory._per_run
-
-    def get(self, run_ids, key):
-        rows = original_get(self, run_ids, key)
-        assert len(rows) <= cap  # the server honours max_results
-        requests_made.append((len(run_ids), key, len(rows)))
-        return rows if sorted_answers else rows[::-1]  # reversed: no longer sorted by run
-
-    def counting_per_run(self, run_id, key):
-        per_run.append((run_id, key))
-        return original_per_run(self, run_id, key)
-
-    monkeypatch.setattr(query._BulkHistory, "get", get)
-    monkeypatch.setattr(query._BulkHistory, "_per_run", counting_per_run)
-    got = query.history("wide", tracking_uri=url, method="http")
-    assert_same_long(got, expected_long(store))
-    pd.testing.assert_frame_equal(got, query.history("wide", tracking_uri=store.uri, method="sql"))
-    assert any(n == cap for _, _, n in requests_made)  # some answers were cut off ...
-    assert not per_run  # ... and every run has fewer values than the cap
-    if sorted_answers:
-        # 100 runs x 3 values at 100 rows per answer: 33 complete runs per request
-        # (the last run seen may be cut off), so 4 requests per key for that chunk
-        per_key = [n for n, k, _ in requests_made if k == HTTP_KEYS[0]]
-        assert sorted(per_key) == sorted([100, 67, 34, 1, 20])
-
-    requests_made.clear()
-    got = query.history("long", tracking_uri=url, method="http")
-    assert_same_long(got, expected_long(long_store))
-    assert requests_made == [(1, "train/total_loss", cap)]
-    assert [key for _, key in per_run] == ["train/total_loss"]
-
-
-@pytest.mark.services
-def test_history_http_falls_back_to_api_without_the_route(served, monkeypatch):
-    url, store, _ = served
-    monkeypatch.setattr(query._BulkHistory, "ROUTE", "/ajax-api/2.0/mlflow/metrics/no-such-route")
-    with pytest.warns(RuntimeWarning, match="falling back"):
-        got = query.history("wide", tracking_uri=url, method="http", metrics=["eval/accuracy"],
-                            trials=range(10))
-    assert_same_long(got, expected_long(store, keys=["eval/accuracy"], trials=set(range(10))))
-
-
-def test_http_client_sends_basic_auth(monkeypatch):
-    import base64
-
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret:x")
-    bulk = query._BulkHistory("http://127.0.0.1:1/prefix/")
-    assert bulk.url == "http://127.0.0.1:1/prefix/ajax-api/2.0/mlflow/metrics/get-history-bulk"
-    assert bulk.headers["Authorization"] == "Basic " + base64.b64encode(b"alice:s3cret:x").decode()
-
-
-# -------------------------------------------------------------------------- postgres
-
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
-
-
-@pytest.fixture
-def pg_tracking_uri():
-    """A fresh PostgreSQL database for an MLflow store (dropped afterwards)."""
-    import uuid
-
-    def unavailable(reason: str):
-        if os.environ.get("SWEEPS_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"SWEEPS_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(reason)
-
-    try:
-        import psycopg2
-    except ImportError:
-        unavailable("psycopg2 is not installed (pip install -e '.[test]')")
-    try:
-        admin = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres",
-                                 connect_timeout=3)
-    except Exception as err:  # noqa: BLE001
-        unavailable(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} as {PG_USER}: {err}")
-    admin.autocommit = True
-    name = f"sweeps_test_query_{uuid.uuid4().hex[:8]}"
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
-
-
-@pytest.mark.services
-def test_history_sql_on_postgresql(pg_tracking_uri, tmp_path):
-    store = Store(uri=pg_tracking_uri, path=tmp_path / "unused")
-    client = MlflowClient(tracking_uri=pg_tracking_uri)
-    rng = np.random.default_rng(11)
-    exp = client.create_experiment("sweeps/pg", artifact_location=str(tmp_path / "artifacts"))
-    parent = client.create_run(exp, tags={"sweeps.role": "study", "sweeps.study": "pg"})
-    client.log_batch(parent.info.run_id, metrics=[Metric("eta", 1.0, TS0, 1)])
-    for n in range(4):
-        rid = log_trial_run(client, store, exp, parent.info.run_id, "pg", n, 3, KEYS, rng,
-                            {"eta": 0.1}, nan_at=[("eta", 2)] if n == 1 else [])
-    v = float(_values(rng, 1)[0])  # a later second value at the same step wins
-    client.log_batch(rid, metrics=[Metric("eta", v, TS0 + 10_000_000, 1)])
-    store.oracle[(rid, "eta", 1)] = v
-
-    via_sql = query.history("pg", tracking_uri=pg_tracking_uri)  # auto -> sql
-    assert_same_long(via_sql, expected_long(store))
-    pd.testing.assert_frame_equal(via_sql, query.history("pg", tracking_uri=pg_tracking_uri,
-                                                         method="api"))
-    sel = query.history("pg", tracking_uri=pg_tracking_uri, method="sql", metrics=["eta"],
-                        trials=[1, 3])
-    assert_same_long(sel, expected_long(store, keys=["eta"], trials={1, 3}))
+def test_trials_missing_experiment_warns(alpha):
+    with pytest.warns(UserWarning, match="no MLflow experiment"):
+        df = query.trials("alpha", storage=alpha.optuna_uri, tracking_uri=alpha.uri,
+                          experiment_name="sweeps/none")
+    assert df.columns[-1] == "reason"

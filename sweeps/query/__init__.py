@@ -1,0 +1,207 @@
+"""Read sweeps back: Optuna trials joined with MLflow runs, and per-epoch histories.
+
+The tracker writes one MLflow experiment per study (``<prefix><study_name>``,
+prefix ``"sweeps/"`` by default) holding one parent run (tags
+``sweeps.role=study``, ``sweeps.study``) and one child run per Optuna trial
+(tags ``sweeps.role=trial``, ``sweeps.study``, ``sweeps.trial_number``,
+``sweeps.state``, ``sweeps.reason``; params = hyperparameters; metrics = the
+epoch-record keys of :mod:`nncore.records`, step = epoch, 1-based). The Optuna
+trial carries the child run's id as user attribute ``mlflow_run_id`` and, for
+pruned or failed trials, a ``reason`` user attribute (names: :mod:`sweeps.names`).
+
+Two entry points:
+
+:func:`trials`
+    one row per Optuna trial (state, value, params, timing, run id, reason) and,
+    given a tracking URI, the final value of every MLflow metric, fetched with a
+    single (paginated) ``search_runs`` for the experiment. Parameters are bare names
+    (``eta``), metrics their keys (``train/eta``): every metric key has a group prefix
+    with a slash and no parameter name has one (``docs/vocabulary.md``), so they
+    never collide.
+
+:func:`history`
+    every logged value of every trial run at once, long or wide, read by one of three
+    backends behind one interface (:mod:`sweeps.query.base`; ``method``):
+
+    ``"sql"`` (:mod:`sweeps.query.database`)
+        read-only queries on MLflow's backend database through MLflow's ORM models,
+        only at a known schema revision. Fastest by far.
+    ``"http"`` (:mod:`sweeps.query.rest`)
+        the tracking server's bulk history route, through MLflow's REST helpers
+        (MLflow's credentials, TLS and retry settings apply).
+    ``"api"`` (:mod:`sweeps.query.client`)
+        ``MlflowClient.get_metric_history`` per run per key (slow, always works).
+
+    ``"auto"`` picks ``sql`` for database tracking URIs, ``http`` for ``http(s)://``
+    and ``api`` otherwise. When the chosen backend cannot serve the store correctly
+    (another schema revision, a server without the route: :class:`~sweeps.query.base.Unsupported`)
+    it warns, naming the reason, and reads through ``api`` instead: with ``"auto"``
+    and with an explicit ``"sql"`` or ``"http"`` alike.
+
+Building, de-duplicating and sorting the frames is :mod:`sweeps.query.frames`.
+When several values were logged for the same (run, key, step), every backend
+keeps the one with the latest timestamp. NaN values come back as NaN; MLflow
+itself stores +/-inf as +/-1.7976931348623157e308, and that is what is read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from sweeps.names import TRIAL_REASON, TRIAL_RUN
+from sweeps.query import client, database, rest
+from sweeps.query.base import HistoryReader, Unsupported
+from sweeps.query.frames import LONG_COLUMNS, attach_final_metrics, finish_long, to_wide, trials_frame
+
+__all__ = ["DEFAULT_PREFIX", "LONG_COLUMNS", "METHODS", "READERS", "Unsupported", "experiment_for", "history",
+           "trials"]
+
+#: Default prefix of the MLflow experiment name of a study.
+DEFAULT_PREFIX = "sweeps/"
+
+#: The backends, by ``method`` name.
+READERS: dict[str, HistoryReader] = {"sql": database.read_history, "http": rest.read_history,
+                                     "api": client.read_history}
+METHODS = ("auto", *READERS)
+
+
+def experiment_for(study_name: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The MLflow experiment name the tracker uses for ``study_name``."""
+    return f"{prefix}{study_name}"
+
+
+# --------------------------------------------------------------------------- trials
+
+
+def trials(
+    study_name: str,
+    *,
+    storage: Any,
+    tracking_uri: str | None = None,
+    experiment_name: str | None = None,
+) -> pd.DataFrame:
+    """One row per Optuna trial of ``study_name``, sorted by trial number.
+
+    Columns: ``trial``, ``state`` (``COMPLETE``/``PRUNED``/``FAIL``/``RUNNING``/
+    ``WAITING``), ``value`` (NaN when the trial has none; for a multi-objective
+    study also ``value_0``, ``value_1``, ...), one column per hyperparameter named
+    as in the search space (``eta``, ``lmbda``, ...), ``duration_s``,
+    ``datetime_start``, ``datetime_complete``, ``mlflow_run_id``, ``reason``.
+
+    With ``tracking_uri``, the final (last-step) value of every MLflow metric of
+    the trial's run follows, one column per metric key (``eval/accuracy``,
+    ``train/eta``, ...), fetched with one paginated ``search_runs`` over the
+    experiment. Runs are matched by the trial's ``mlflow_run_id`` user attribute,
+    or else by the run's ``sweeps.trial_number`` tag (and ``mlflow_run_id`` is then
+    filled from it).
+
+    ``storage`` is an Optuna storage URL (RDB URL, or a journal/Redis URL as
+    understood by :func:`sweeps.storage.open_storage`) or a storage object.
+    """
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=_optuna_storage(storage))
+    n_values = len(study.directions)
+    rows, params = [], []
+    for t in study.get_trials(deepcopy=False):
+        start, complete = t.datetime_start, t.datetime_complete
+        row: dict[str, Any] = {"trial": t.number, "state": t.state.name,
+                               "value": float(t.value) if n_values == 1 and t.value is not None else math.nan}
+        if n_values > 1:
+            row.update({f"value_{i}": float(t.values[i]) if t.values is not None else math.nan
+                        for i in range(n_values)})
+        row.update(duration_s=(complete - start).total_seconds() if start and complete else math.nan,
+                   datetime_start=start, datetime_complete=complete,
+                   mlflow_run_id=t.user_attrs.get(TRIAL_RUN), reason=t.user_attrs.get(TRIAL_REASON))
+        rows.append(row)
+        params.append(t.params)
+    df = trials_frame(rows, params, n_values)
+    if tracking_uri is not None:
+        experiment = experiment_name or experiment_for(study_name)
+        database.require_sqlite_file(tracking_uri)
+        runs = client.search_trial_runs(tracking_uri, experiment)
+        if runs is None:
+            warnings.warn(f"no MLflow experiment {experiment!r} at {tracking_uri}: no metric columns added",
+                          stacklevel=2)
+        else:
+            df = attach_final_metrics(df, client.final_metrics(runs))
+    return df
+
+
+def _optuna_storage(storage: Any) -> Any:
+    """RDB URLs and storage objects go to Optuna as they are; journal / Redis URLs
+    (``journal:///path``, ``path.log``, ``redis://``) are opened the way the workers
+    open them (:func:`sweeps.storage.open_storage`, without a heartbeat)."""
+    if isinstance(storage, str | os.PathLike):
+        text = os.fspath(storage)
+        if text.startswith(("journal://", "redis://")) or (
+            "://" not in text and text.endswith((".log", ".journal"))
+        ):
+            from sweeps.storage import open_storage
+
+            return open_storage(text, heartbeat=False)
+        return text
+    return storage
+
+
+# -------------------------------------------------------------------------- history
+
+
+def history(
+    study_name: str,
+    *,
+    tracking_uri: str,
+    metrics: Sequence[str] | None = None,
+    wide: bool = False,
+    experiment_name: str | None = None,
+    method: str = "auto",
+    trials: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """Per-epoch values of all trial runs of ``study_name``.
+
+    Long form (default): columns ``run_id, trial, epoch, metric, value`` (``trial``
+    and ``epoch`` int64, ``value`` float64), sorted by (trial, run_id, metric,
+    epoch). ``wide=True``: one row per (run_id, trial, epoch), one float column per
+    metric (in the order of ``metrics`` when given, else sorted).
+
+    ``metrics`` restricts the keys, ``trials`` the trial numbers. Only active runs
+    tagged ``sweeps.role=trial`` in the study's experiment are read (never the
+    parent run). ``method`` is ``"auto"``, ``"sql"``, ``"http"`` or ``"api"``
+    (see the module docstring). A missing experiment gives an empty frame.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    keys = list(dict.fromkeys(metrics)) if metrics is not None else None
+    numbers = sorted({int(n) for n in trials}) if trials is not None else None
+    experiment = experiment_name or experiment_for(study_name)
+    database.require_sqlite_file(tracking_uri)
+    chosen = _choose(method, tracking_uri)
+    try:
+        raw = READERS[chosen](tracking_uri, experiment, keys, numbers)
+    except Unsupported as why:
+        warnings.warn(f"method {chosen!r} cannot read {tracking_uri}: {why}; falling back to "
+                      "MlflowClient.get_metric_history per run (slow)", RuntimeWarning, stacklevel=2)
+        raw = READERS["api"](tracking_uri, experiment, keys, numbers)
+    long = finish_long(raw)
+    return to_wide(long, keys) if wide else long
+
+
+def _choose(method: str, uri: str) -> str:
+    """The backend for ``method`` and the URI's scheme; ValueError when they do not fit."""
+    kind = database.scheme(uri)
+    is_db, is_http = kind in database.DB_SCHEMES, kind in ("http", "https")
+    if method == "auto":
+        return "sql" if is_db else "http" if is_http else "api"
+    if method == "sql" and not is_db:
+        raise ValueError(f"method='sql' needs a database tracking URI, got {uri!r}")
+    if method == "http" and not is_http:
+        raise ValueError(f"method='http' needs an http(s) tracking URI, got {uri!r}")
+    return method

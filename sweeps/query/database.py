@@ -1,0 +1,267 @@
+"""The ``"sql"`` backend: read-only queries on MLflow's backend database, through MLflow's own ORM models.
+
+Fastest by far (one small query for the trial runs, then their metrics by chunks of runs,
+looked up through the ``run_uuid`` index), and safe against another MLflow's schema in two ways:
+
+* The statements are built from MLflow's own SQLAlchemy models
+  (``mlflow.store.tracking.dbmodels.models``: ``SqlExperiment``, ``SqlRun``, ``SqlTag``,
+  ``SqlMetric``), so table and column names are those of the installed MLflow, and rows
+  are read through SQLAlchemy (no DB-API cursor handling here).
+* Before anything else the database's Alembic revision (``alembic_version``, the same
+  check MLflow's own store makes) must be one of :data:`SCHEMA_REVISIONS`, the revisions
+  these queries were written and tested against (MLflow 3.17.2's head). Any other
+  revision raises :class:`~sweeps.query.base.Unsupported` naming it, and
+  :func:`sweeps.query.history` warns and reads through ``MlflowClient`` instead (which
+  works wherever the installed MLflow accepts the database, and otherwise fails with
+  MLflow's own "out-of-date database schema" error: never with silently wrong data).
+  Adding a revision to :data:`SCHEMA_REVISIONS` means reviewing the queries below against
+  that schema; ``tests/sweeps/test_query_database.py`` fails when the installed MLflow's
+  head is not in the set.
+
+Nothing is ever written: SQLite is opened read-only (``mode=ro`` URI, ``PRAGMA query_only``;
+no journal, no migration) in one read transaction (``BEGIN``: one snapshot for all
+statements, so a study logging meanwhile cannot tear the result); PostgreSQL in a
+``REPEATABLE READ`` read-only transaction; other databases in one transaction that is
+rolled back. An experiment name that several MLflow workspaces share raises
+:class:`~sweeps.query.base.Unsupported` (MLflow's client applies its own workspace scoping).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+
+from sweeps.names import TAG_ROLE, TAG_TRIAL_NUMBER
+from sweeps.query.base import ROLE_TRIAL, Unsupported, as_int, trial_or_missing
+from sweeps.query.frames import RAW_COLUMNS, empty_raw, typed_raw
+
+__all__ = ["DB_SCHEMES", "SCHEMA_REVISIONS", "read_history", "require_sqlite_file", "schema_revision", "scheme"]
+
+#: Alembic revisions of MLflow's tracking schema the queries here were written and tested
+#: against: the head of MLflow 3.17.2 (``mlflow.store.db.utils._get_latest_schema_revision()``).
+SCHEMA_REVISIONS = frozenset({"dc11669786a5"})
+
+#: URI schemes (before any ``+driver``) of MLflow's database stores.
+DB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql")
+
+#: Runs per metrics query: with two bound parameters per run (its number and id) and up to
+#: :data:`MAX_SQL_KEYS` keys, below SQLite's historical limit of 999 bound parameters.
+RUN_CHUNK = 250
+#: Longer key lists are filtered after the query instead of inside it.
+MAX_SQL_KEYS = 400
+
+
+def scheme(uri: str) -> str:
+    """``sqlite`` for ``sqlite:///...``, ``postgresql`` for ``postgresql+psycopg2://``, ..."""
+    if "://" not in uri:
+        return ""
+    return uri.split("://", 1)[0].split("+", 1)[0].lower()
+
+
+def sqlite_path(uri: str) -> str | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for in-memory)."""
+    rest = uri.split("://", 1)[1]
+    path = (rest[1:] if rest.startswith("/") else rest).split("?", 1)[0]
+    return None if path in ("", ":memory:") else path
+
+
+def require_sqlite_file(uri: str) -> None:
+    """Refuse to read a SQLite store that does not exist (MLflow would create one)."""
+    if scheme(uri) == "sqlite":
+        path = sqlite_path(uri)
+        if path is None or not Path(path).is_file():
+            raise FileNotFoundError(f"no MLflow SQLite database at {uri!r}")
+
+
+# ------------------------------------------------------------------------------ connection
+
+
+@contextlib.contextmanager
+def read_only_connection(uri: str) -> Iterator[Any]:
+    """A SQLAlchemy connection inside one read-only transaction, rolled back at the end."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    kind = scheme(uri)
+    if kind == "sqlite":
+        import sqlite3
+
+        target = "file:" + quote(os.path.abspath(sqlite_path(uri) or ""), safe="/") + "?mode=ro"
+
+        def connect() -> sqlite3.Connection:
+            # isolation_level=None: the driver emits no BEGIN of its own; the "begin"
+            # listener below does (SQLAlchemy's recipe for pysqlite transactions).
+            con = sqlite3.connect(target, uri=True, isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA query_only = 1")
+            return con
+
+        engine = sa.create_engine("sqlite://", creator=connect, poolclass=NullPool)
+        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        options: dict[str, Any] = {}
+    elif kind in ("postgresql", "postgres"):
+        engine = sa.create_engine(uri, poolclass=NullPool)
+        options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+    else:
+        engine = sa.create_engine(uri, poolclass=NullPool)
+        options = {}
+    try:
+        with engine.connect() as conn:
+            if options:
+                conn = conn.execution_options(**options)
+            tx = conn.begin()
+            try:
+                yield conn
+            finally:
+                tx.rollback()
+    finally:
+        engine.dispose()
+
+
+def schema_revision(conn: Any) -> str | None:
+    """The database's Alembic revision (None: no ``alembic_version`` table); several heads
+    are joined by ``+``."""
+    from alembic.runtime.migration import MigrationContext
+
+    heads = MigrationContext.configure(conn).get_current_heads()
+    return "+".join(sorted(heads)) if heads else None
+
+
+def check_schema(conn: Any) -> None:
+    """Raise :class:`Unsupported` unless the revision is one of :data:`SCHEMA_REVISIONS`."""
+    revision = schema_revision(conn)
+    if revision not in SCHEMA_REVISIONS:
+        import mlflow
+
+        raise Unsupported(
+            f"the MLflow database is at schema revision {revision!r}, not one this reader was written for "
+            f"({', '.join(sorted(SCHEMA_REVISIONS))}: MLflow 3.17.2; MLflow {mlflow.__version__} is installed)")
+
+
+# ---------------------------------------------------------------------------------- reading
+# The statements use the tables of MLflow's ORM models (``Model.__table__``): the installed
+# MLflow's table and column names, without configuring the ORM mappers (half a second).
+
+
+def _tables() -> tuple[Any, Any, Any, Any]:
+    from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlMetric, SqlRun, SqlTag
+
+    return SqlExperiment.__table__, SqlRun.__table__, SqlTag.__table__, SqlMetric.__table__
+
+
+def _experiment_id(conn: Any, experiment: str) -> Any | None:
+    import sqlalchemy as sa
+
+    experiments = _tables()[0]
+    ids = conn.execute(sa.select(experiments.c.experiment_id).where(experiments.c.name == experiment)).scalars().all()
+    if len(ids) > 1:
+        raise Unsupported(f"{len(ids)} experiments are named {experiment!r} (MLflow workspaces)")
+    return ids[0] if ids else None
+
+
+def _trial_runs(conn: Any, experiment_id: Any) -> pd.DataFrame:
+    """``run_id``, ``trial`` (-1: no valid tag) of the active trial runs of the experiment."""
+    import sqlalchemy as sa
+    from mlflow.entities import LifecycleStage
+
+    _, runs, tags, _ = _tables()
+    role, number = tags.alias("role"), tags.alias("num")
+    stmt = (
+        sa.select(runs.c.run_uuid, number.c.value)
+        .select_from(runs)
+        .join(role, sa.and_(role.c.run_uuid == runs.c.run_uuid, role.c.key == TAG_ROLE, role.c.value == ROLE_TRIAL))
+        .outerjoin(number, sa.and_(number.c.run_uuid == runs.c.run_uuid, number.c.key == TAG_TRIAL_NUMBER))
+        .where(runs.c.experiment_id == experiment_id, runs.c.lifecycle_stage == LifecycleStage.ACTIVE)
+    )
+    found = pd.read_sql(stmt, conn)
+    found.columns = ["run_id", "tag"]
+    trial = [trial_or_missing(as_int(t)) for t in found["tag"]]
+    return pd.DataFrame({"run_id": found["run_id"].astype(str), "trial": pd.Series(trial, dtype="int64")})
+
+
+#: Dialects whose metrics query numbers the runs in a ``WITH sel(i, run_uuid) AS (VALUES ...)``
+#: table (rows then carry a small integer, not a 32-character run id: a third less to fetch);
+#: others filter on ``run_uuid IN (...)``.
+VALUES_DIALECTS = ("sqlite", "postgresql")
+
+
+def _metrics(conn: Any, runs: pd.DataFrame, keys: list[str] | None) -> pd.DataFrame:
+    """Every metric row of ``runs`` (``run_id``, ``trial``; of ``keys`` when given) in the raw
+    columns, NaN restored (MLflow stores NaN as 0 with ``is_nan`` set; +/-inf as
+    +/-1.7976931348623157e308, read as is)."""
+    import sqlalchemy as sa
+
+    metrics = _tables()[3]
+    sql_keys = keys if keys is not None and len(keys) <= MAX_SQL_KEYS else None
+    run_ids = runs["run_id"].tolist()
+    ids, trials = runs["run_id"].to_numpy(object), runs["trial"].to_numpy(np.int64)
+    numbered = conn.dialect.name in VALUES_DIALECTS
+    nan = sa.cast(metrics.c.is_nan, sa.Integer)
+    parts = []
+    for start in range(0, len(run_ids), RUN_CHUNK):
+        chunk = run_ids[start: start + RUN_CHUNK]
+        if numbered:
+            sel = (sa.values(sa.column("i", sa.Integer), sa.column("run_uuid", sa.String), name="sel")
+                   .data([(start + i, rid) for i, rid in enumerate(chunk)]).cte("sel"))
+            stmt = (sa.select(sel.c.i * 2 + nan, metrics.c.key, metrics.c.step, metrics.c.timestamp, metrics.c.value)
+                    .select_from(sel).join(metrics, metrics.c.run_uuid == sel.c.run_uuid))
+        else:
+            stmt = (sa.select(metrics.c.run_uuid, nan, metrics.c.key, metrics.c.step, metrics.c.timestamp,
+                              metrics.c.value).where(metrics.c.run_uuid.in_(chunk)))
+        if sql_keys is not None:
+            # ``key || ''``: look rows up by the run_uuid index, not by the primary key
+            # (key, ...), which would scan that key's values of every run in the database
+            stmt = stmt.where(metrics.c.key.concat("").in_(sql_keys))
+        with _gc_paused():
+            parts.append(pd.read_sql(stmt, conn))
+    rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    if numbered:
+        rows.columns = ["run_nan", "metric", "epoch", "timestamp", "value"]
+        code = rows["run_nan"].to_numpy(np.int64)
+        run, is_nan = code >> 1, (code & 1).astype(bool)
+    else:
+        rows.columns = ["run_id", "is_nan", "metric", "epoch", "timestamp", "value"]
+        run = pd.Index(ids).get_indexer(rows["run_id"])
+        is_nan = rows["is_nan"].to_numpy(np.int64).astype(bool)
+    rows = rows.assign(run_id=ids[run], trial=trials[run], value=rows["value"].astype("float64").mask(is_nan, np.nan))
+    if keys is not None and sql_keys is None:
+        rows = rows[rows["metric"].isin(keys)]
+    return rows.loc[:, list(RAW_COLUMNS)]
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while rows are fetched: each of the 10^5 row objects
+    is a tracked container, so fetching them would start collection after collection over an
+    ever larger heap (half the time of a large read); none of them can be part of a cycle."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def read_history(uri: str, experiment: str, keys: list[str] | None, trials: list[int] | None) -> pd.DataFrame:
+    """The backend's ``read_history`` (see :mod:`sweeps.query.base`)."""
+    require_sqlite_file(uri)
+    with read_only_connection(uri) as conn:
+        check_schema(conn)
+        experiment_id = _experiment_id(conn, experiment)
+        if experiment_id is None:
+            return empty_raw()
+        runs = _trial_runs(conn, experiment_id)
+        if trials is not None:
+            runs = runs[runs["trial"].isin(trials)]
+        if runs.empty:
+            return empty_raw()
+        rows = _metrics(conn, runs, keys)
+    return typed_raw(rows)
