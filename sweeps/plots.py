@@ -17,10 +17,11 @@ back from MLflow. Metric names are the stable ones of :mod:`nncore.records`.
 
 Figures of this module are built on :class:`matplotlib.figure.Figure` directly
 (no pyplot global state); Optuna's plots are made through pyplot by Optuna and
-are detached from pyplot before they are returned. On import the Agg
-(non-interactive) backend is selected, unless pyplot is already imported or
-``MPLBACKEND`` is set (e.g. by Jupyter) -- switching backends then would close
-the caller's open figures.
+are detached from pyplot before they are returned. Importing this module
+changes no matplotlib setting: the pyplot-free figures draw on their own Agg
+canvas whatever the backend, and pyplot keeps the caller's backend (matplotlib
+picks Agg by itself where there is no display; sweep workers run with
+``MPLBACKEND=Agg``).
 """
 
 from __future__ import annotations
@@ -35,15 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
-
-if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
-    matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna

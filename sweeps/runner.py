@@ -239,8 +239,9 @@ def _run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None, n_trial
     n_workers = min(cfg.study.workers, waiting)
 
     ctx = mp.get_context("spawn")
-    saved_env = {k: os.environ.get(k) for k in BLAS_ENV}
-    os.environ.update({k: "1" for k in BLAS_ENV})
+    saved_env = {k: os.environ.get(k) for k in (*BLAS_ENV, "MPLBACKEND")}
+    os.environ.update({k: "1" for k in BLAS_ENV})  # inherited by the spawned workers, restored below
+    os.environ.setdefault("MPLBACKEND", "Agg")  # workers draw PNGs, never windows
     interrupted = threading.Event()
     previous = {}
     ready, cancelled = ctx.Event(), ctx.Event()
