@@ -8,7 +8,7 @@ has every metric at every epoch; the counted trials' parameters are pairwise dis
 
 Needs PostgreSQL on 127.0.0.1:5432 (skipped with a reason without it; a failure with
 ``SWEEPS_REQUIRE_SERVICES=1``, as in CI). Marked ``slow``: ``pytest -m "not slow"`` skips them.
-Timings measured here are printed (``-s``) and collected in the README ("How a sweep runs").
+Timings measured here are printed (``-s``) and collected in docs/sweeps.md (the faults table).
 """
 
 from __future__ import annotations
