@@ -63,6 +63,9 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 # -- reasons ----------------------------------------------------------------------------------
 #: Reasons that start with this word mark a trial stopped by SIGINT/SIGTERM (its run ends KILLED).
 REASON_INTERRUPTED = "interrupted"
+#: The run of a trial that was failed elsewhere while its worker was stopped ends with a reason that
+#: starts with this word (status KILLED); the trial itself was failed and retried by others.
+REASON_ABANDONED = "abandoned"
 #: Reasons of trials lost to an infrastructure fault start with this word; such trials are retried.
 REASON_LOST = "lost"
 #: The reason a trial holds while it runs (see the module docstring).

@@ -245,8 +245,8 @@ class Objective:
 
     def _abandon(self, trial: optuna.Trial, run_id: str | None, history: list[dict[str, float]]) -> None:
         """The trial was failed elsewhere (and retried): end its run KILLED with the reason, keep its epochs."""
-        reason = (f"abandoned: trial {trial.number} was failed while this worker was not heard from (no heartbeat "
-                  f"for longer than the grace period, e.g. a stopped process); the study retried it")
+        reason = (f"{names.REASON_ABANDONED}: trial {trial.number} was failed while this worker was not heard from "
+                  f"(no heartbeat for longer than the grace period, e.g. a stopped process); the study retried it")
         if run_id is not None and self.tracker is not None:
             try:
                 self.tracker.finish(run_id, "FAIL", reason, status="KILLED", should_stop=lambda: True)

@@ -128,7 +128,7 @@ def fail_lost(study: optuna.Study, storage: Any, grace: float, max_retries: int)
 
 def run_status(state: str, reason: str) -> str:
     """MLflow status of a trial's run: interrupted and abandoned runs end KILLED, lost ones FAILED."""
-    if reason.startswith((names.REASON_INTERRUPTED, "abandoned")):
+    if reason.startswith((names.REASON_INTERRUPTED, names.REASON_ABANDONED)):
         return "KILLED"
     return names.RUN_STATUS.get(state, "FAILED")
 

@@ -201,6 +201,8 @@ def claim_trial(study: optuna.Study, storage: Any, study_id: int | None = None) 
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
+        # the study reads trials through Optuna's cache of its storage: let it see the trial just taken
+        study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         return optuna.Trial(study, tid)
     return None
 

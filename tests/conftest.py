@@ -21,9 +21,24 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # repository without the project being installed.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-# ... and `from servicekit import ...` (tests/servicekit.py) from any test module.
-if str(REPO_ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
+# ... and `from servicekit import ...` (tests/servicekit.py) from any test module, and the shared
+# helpers of a sibling module (`from test_query import ...`): pytest imports test modules with
+# --import-mode=importlib (pyproject.toml), so that tests/nncore and tests/sweeps can each have a
+# test module per source module under the same basename (test_cli.py), and it puts no test
+# directory on sys.path itself.
+for _path in (REPO_ROOT / "tests", REPO_ROOT / "tests" / "sweeps"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A ``services`` test (PostgreSQL, ``mlflow server``, loopback proxies) is ``slow`` too, wherever it
+    is marked, so ``-m "not slow"`` never starts a service."""
+    for item in items:
+        if item.get_closest_marker("services") is not None and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
+
 
 MNIST_T10K_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 #: SHA-256 of the shared offline copies of the MNIST test files.

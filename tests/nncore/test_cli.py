@@ -21,6 +21,7 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+@pytest.mark.slow  # a subprocess
 def test_json_lines():
     proc = _cli("--epochs", "3", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -37,6 +38,7 @@ def test_json_lines():
         assert 0.0 <= rec["eval/accuracy"] <= 1.0
 
 
+@pytest.mark.slow  # a subprocess
 def test_bad_eta_exits_nonzero_naming_eta():
     proc = _cli("--eta", "-1", "--epochs", "1")
     assert proc.returncode != 0
@@ -76,6 +78,7 @@ def test_table_output_in_process():
     assert result.network.sizes == [64, 12, 8, 10]
 
 
+@pytest.mark.slow  # a subprocess
 def test_save(tmp_path):
     nnio = pytest.importorskip("nncore.io")
     path = tmp_path / "net.npz"

@@ -1,7 +1,9 @@
 """The docker-compose topology, run natively: PostgreSQL study + MLflow tracking server + 2 launchers.
 
 Needs PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres). Skipped with a reason when it is
-absent, except when ``SWEEPS_REQUIRE_SERVICES=1`` (CI), where its absence is a failure.
+absent, except when ``SWEEPS_REQUIRE_SERVICES=1`` (CI), where its absence is a failure. That test is
+``services`` and ``slow`` (PostgreSQL, ``mlflow server`` and three ``sweeps`` subprocesses); the
+compose-file check is fast.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def _config(tmp_path: Path, n_trials: int) -> Path:
     return path
 
 
+@pytest.mark.services
+@pytest.mark.slow
 def test_two_launchers_share_one_postgres_study_and_one_tracking_server(pg_databases, mlflow_server, tmp_path):
     import mlflow
     import optuna
@@ -134,7 +138,7 @@ def test_two_launchers_share_one_postgres_study_and_one_tracking_server(pg_datab
 
 def test_docker_compose_file_is_valid_and_runs_the_tested_commands():
     """Schema-check docker-compose.yml (no Docker engine here) and pin its commands to the ones tested above."""
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema  # the [test] extra: installed with the README's test command
     schema = json.loads((REPO / "tests/data/compose-spec.json").read_text())
     doc = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     jsonschema.Draft201909Validator(schema).validate(doc)  # the schema's $schema URL is malformed

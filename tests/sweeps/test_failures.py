@@ -1,6 +1,8 @@
 """Failure paths through the ``sweeps`` CLI: divergence, exceptions, SIGTERM, a SIGKILLed worker.
 
 Afterwards nothing may be RUNNING, in Optuna or in MLflow, and finished trials must be intact.
+Every test runs ``sweeps run`` in a subprocess (which spawns workers): the module is ``slow``. What the
+launcher repairs afterwards, in process, is tested in ``test_repair.py``.
 """
 
 from __future__ import annotations
@@ -8,14 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 
-optuna = pytest.importorskip("optuna")
-pytest.importorskip("mlflow")
+pytestmark = pytest.mark.slow
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 NO_PRUNER = {"name": "none", "options": {"__replace__": True}}
@@ -184,14 +185,19 @@ def test_sigterm_interrupts_running_trials_and_keeps_finished_ones(sw, tmp_path:
     _prepare_long_study(sw, tmp_path, [2, 3000, 3000], workers=2, n_trials=6)
     proc = sw.popen_cli(["run", "cfg.yaml", "-q", "--no-artifacts"], tmp_path)
     try:
-        def ready() -> bool:
+        def ready() -> Any:
             trials = sw.load_study(tmp_path).trials
             done = [t for t in trials if t.state.name == "COMPLETE"]
             running = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
-            return bool(done and running)
+            return (running[0].number, len(running[0].intermediate_values)) if done and running else None
 
-        sw.wait_for(ready, 90, "a COMPLETE trial and a RUNNING trial with a logged epoch", proc=proc)
-        time.sleep(0.3)
+        number, epochs = sw.wait_for(ready, 90, "a COMPLETE trial and a RUNNING trial with a logged epoch",
+                                     proc=proc)
+
+        def one_more_epoch() -> bool:  # the trial is in its training loop, past its first report
+            return len(sw.load_study(tmp_path).trials[number].intermediate_values) > epochs
+
+        sw.wait_for(one_more_epoch, 60, f"trial {number} to report epoch {epochs + 1}", proc=proc)
         os.kill(proc.pid, signal.SIGTERM)
         rc = proc.wait(timeout=90)
     finally:
@@ -279,43 +285,3 @@ def test_killed_worker_fails_its_trial_retries_it_and_reports_it(sw, tmp_path: P
     assert runs[retry.user_attrs["mlflow_run_id"]].info.status == "FINISHED"
     assert parent.info.status != "RUNNING"
     assert_nothing_running(sw, tmp_path)
-
-
-def test_reconcile_closes_orphan_runs_and_fails_dead_workers_trials(tmp_path: Path) -> None:
-    """What the launcher repairs after its workers end: runs found by their trial-number tag."""
-    from sweeps.repair import reconcile
-    from sweeps.storage import open_storage
-    from sweeps.tracking import Tracker
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    study = optuna.create_study(study_name="r", storage=storage)
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "sweeps/r", flush_interval=0)
-    # trial 0: interrupted while its run was created (the run id never reached the trial)
-    t0 = study.ask()
-    orphan = tracker.start_trial("parent", "r", t0.number, {"eta": 0.5})
-    t0.set_user_attr("reason", "interrupted (signal SIGTERM) before training started")
-    study.tell(t0, state=optuna.trial.TrialState.FAIL)
-    # trial 1: its worker was SIGKILLed mid-trial (still RUNNING, run RUNNING)
-    t1 = study.ask()
-    t1.suggest_float("eta", 0.1, 1.0)
-    t1.set_user_attr("worker", "host:4242")
-    killed = tracker.start_trial("parent", "r", t1.number, {"eta": 0.5})
-    t1.set_user_attr("mlflow_run_id", killed)
-    # trial 2: still running in a live worker: left alone
-    t2 = study.ask()
-    t2.set_user_attr("worker", "host:1")
-    alive = tracker.start_trial("parent", "r", t2.number, {"eta": 0.5})
-
-    reconcile(study, storage, tracker, {"host:4242": "killed by SIGKILL"}, grace=60, max_retries=3)
-    trials = {t.number: t for t in study.trials}
-    assert trials[1].state.name == "FAIL" and trials[1].user_attrs["reason"] == \
-        "lost: worker died while running the trial (killed by SIGKILL)"
-    assert trials[2].state.name == "RUNNING"
-    [retry] = [t for t in trials.values() if t.user_attrs.get("retry_of") == 1]
-    assert retry.state.name == "WAITING" and retry.params == trials[1].params
-    runs = {r: tracker.client.get_run(r) for r in (orphan, killed, alive)}
-    assert runs[orphan].info.status == "KILLED"
-    assert runs[orphan].data.tags["sweeps.reason"].startswith("interrupted")
-    assert runs[killed].info.status == "FAILED" and "worker died" in runs[killed].data.tags["sweeps.reason"]
-    assert runs[alive].info.status == "RUNNING"

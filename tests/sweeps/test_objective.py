@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
+import optuna
 
-optuna = pytest.importorskip("optuna")
-
-from sweeps.config import parse_config  # noqa: E402
-from sweeps.objective import Objective, load_data  # noqa: E402
-from sweeps.samplers import build_pruner  # noqa: E402
+from sweeps.config import parse_config
+from sweeps.objective import Objective, load_data
+from sweeps.samplers import build_pruner
 
 EPOCHS = 6
 

@@ -243,6 +243,7 @@ def test_study_figures_empty_study() -> None:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a fresh interpreter (subprocess): the import order is the point
 def test_import_after_pyplot_keeps_open_figures() -> None:
     code = (
         "import matplotlib; matplotlib.use('Agg')\n"

@@ -80,8 +80,17 @@ def log_trial_run(client, store: Store, exp_id: str, parent_id: str, study: str,
     return rid
 
 
+_ALPHA: list[Store] = []  # built once per process: the query modules only read it
+
+
 @pytest.fixture(scope="module")
 def alpha(tmp_path_factory) -> Store:
+    if not _ALPHA:
+        _ALPHA.append(_build_alpha(tmp_path_factory))
+    return _ALPHA[0]
+
+
+def _build_alpha(tmp_path_factory) -> Store:
     tmp = tmp_path_factory.mktemp("query")
     store = Store(uri=f"sqlite:///{tmp}/mlflow.db", path=tmp / "mlflow.db",
                   optuna_uri=f"sqlite:///{tmp}/optuna.db")

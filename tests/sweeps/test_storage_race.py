@@ -11,11 +11,12 @@ import multiprocessing as mp
 from collections import Counter
 from pathlib import Path
 
+import optuna
 import pytest
 
-optuna = pytest.importorskip("optuna")
+from sweeps.storage import open_storage
 
-from sweeps.storage import open_storage  # noqa: E402
+pytestmark = pytest.mark.slow  # spawns 4 worker processes
 
 WORKERS, PER_WORKER = 4, 10
 

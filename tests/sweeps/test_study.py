@@ -20,7 +20,7 @@ from sweeps.config import ConfigError, parse_config
 from sweeps.repair import retry_trial
 from sweeps.samplers import grid_points
 from sweeps.storage import open_storage
-from sweeps.study import StudyMismatch, claim_trial, counts_of, prepare_study
+from sweeps.study import StudyMismatch, claim_trial, counts_of, load, open_study_storage, prepare_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -257,6 +257,25 @@ def test_claim_takes_retries_with_their_parameters(url):
     assert again is not None and again.number == 1
     assert again.suggest_float("eta", 0.01, 10.0, log=True) == eta
     assert claim_trial(study, storage) is None
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+@pytest.mark.parametrize("pass_study_id", [True, False], ids=["study-id", "no-study-id"])
+def test_a_worker_s_claimed_trial_samples_and_is_told(url, sampler, pass_study_id):
+    """As a worker does it: the study loaded afresh with the config's sampler, claimed through the
+    storage the worker opened (not the study's own cached one), then sampled and told."""
+    cfg = make_cfg(2, study={**CONFIG["study"], "n_trials": 2, "sampler": {"name": sampler}})
+    prepare_study(cfg, url)
+    storage = open_study_storage(cfg, url)
+    study = load(cfg, storage, "s")
+    study_id = storage.get_study_id_from_name("s") if pass_study_id else None
+    trial = claim_trial(study, storage, study_id)
+    assert trial is not None
+    settings = space.suggest(trial, cfg)
+    study.tell(trial, 0.25)
+    stored = fresh(url).trials[trial.number]
+    assert stored.state == TrialState.COMPLETE and stored.value == 0.25
+    assert stored.params == {"eta": settings["eta"], "batch_size": settings["batch_size"]}
 
 
 def _claim_until_none(url: str, barrier: Any, queue: Any) -> None:

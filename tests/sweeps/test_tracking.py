@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -14,6 +18,21 @@ from sweeps.tracking import Tracker
 NAMES = metric_names(2)
 
 
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory):
+    """One MLflow store for the module's trackers (creating one costs ~1.5 s), in RAM when there is one;
+    every test makes runs of its own."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+        return
+    path = Path(tempfile.mkdtemp(prefix="sweeps-tracking-", dir=shm))
+    try:
+        yield f"sqlite:///{path / 'mlflow.db'}"
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _epoch(e: int) -> dict[str, float]:
     return {k: e + i / 100 for i, k in enumerate(NAMES)}
 
@@ -22,8 +41,8 @@ def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
 
-def test_metrics_wait_for_the_interval_and_all_arrive_when_the_run_ends(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "sweeps/t", flush_interval=3600)
+def test_metrics_wait_for_the_interval_and_all_arrive_when_the_run_ends(store_uri):
+    tracker = Tracker(store_uri, "sweeps/t", flush_interval=3600)
     run_id = tracker.start_trial("parent", "t", 0, {"eta": 0.5, "lmbda": 5.0})
     epochs = 40  # 40 x 31 values: more than one log_batch may carry (1000)
     for e in range(1, epochs + 1):
@@ -42,8 +61,8 @@ def test_metrics_wait_for_the_interval_and_all_arrive_when_the_run_ends(tmp_path
         assert _history(client, run_id, key) == {e: e + i / 100 for e in range(1, epochs + 1)}
 
 
-def test_zero_interval_sends_every_epoch_at_once(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "sweeps/t", flush_interval=0)
+def test_zero_interval_sends_every_epoch_at_once(store_uri):
+    tracker = Tracker(store_uri, "sweeps/t", flush_interval=0)
     run_id = tracker.start_trial("parent", "t", 3, {"eta": 1.0})
     tracker.log_epoch(run_id, _epoch(1), 1)
     assert _history(tracker.client, run_id, "eval/accuracy") == {1: _epoch(1)["eval/accuracy"]}
@@ -80,6 +99,7 @@ def test_mlflow_yml_settings_reach_the_locations(tmp_path, monkeypatch):
     assert resolve_locations(mlflow_yml=path).storage == "sqlite:///optuna.db"
 
 
+@pytest.mark.slow  # runs `sweeps run` in a subprocess
 def test_unreachable_tracking_server_fails_before_anything_is_created(sw, tmp_path):
     sw.write_config(tmp_path)
     r = sw.run_cli(["run", "cfg.yaml", "-q", "--tracking-uri", "http://127.0.0.1:9"], tmp_path)

@@ -161,7 +161,8 @@ def test_is_transient(err, transient):
 
 
 def test_requests_errors_are_transient():
-    requests = pytest.importorskip("requests")
+    import requests  # a dependency of MLflow
+
     assert is_transient(requests.exceptions.ConnectionError("reset"))
     assert is_transient(requests.exceptions.ReadTimeout("timeout"))
 

@@ -1,4 +1,7 @@
-"""``sweeps ui`` serves the sweep's MLflow store: the study's runs are listed over the REST API."""
+"""``sweeps ui`` serves the sweep's MLflow store: the study's runs are listed over the REST API.
+
+Every test starts ``sweeps ui`` (and its ``mlflow server``) as a subprocess: the module is ``slow``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from servicekit import free_port, group_members, port_open, process_tree, wait_until
+
+pytestmark = pytest.mark.slow
 
 MLFLOW_EXE = Path(sys.executable).with_name("mlflow")
 
@@ -61,10 +65,7 @@ def test_ui_serves_the_study_runs(sw, services, tmp_path: Path) -> None:
         assert parents == [study.user_attrs["sweeps.mlflow_parent_run_id"]]
         assert children == trial_run_ids
         assert all(tags[rid]["mlflow.parentRunId"] == parents[0] for rid in children)
-    deadline = time.monotonic() + 20
-    while group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not group_alive(proc.pid), "the server's process group survived"
+    wait_until(lambda: not group_alive(proc.pid), 20, "the server's process group to go")
 
 
 def _health_ok(port: int) -> bool:
