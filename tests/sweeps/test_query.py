@@ -80,14 +80,15 @@ def log_trial_run(client, store: Store, exp_id: str, parent_id: str, study: str,
     return rid
 
 
-_ALPHA: list[Store] = []  # built once per process: the query modules only read it
-
-
 @pytest.fixture(scope="module")
-def alpha(tmp_path_factory) -> Store:
-    if not _ALPHA:
-        _ALPHA.append(_build_alpha(tmp_path_factory))
-    return _ALPHA[0]
+def alpha(request, tmp_path_factory) -> Store:
+    """Built once per test session (kept on the session: the query modules import this fixture, and
+    pytest may import this module twice) and only read by the tests."""
+    store = getattr(request.session, "_sweeps_alpha_store", None)
+    if store is None:
+        store = _build_alpha(tmp_path_factory)
+        request.session._sweeps_alpha_store = store
+    return store
 
 
 def _build_alpha(tmp_path_factory) -> Store:
