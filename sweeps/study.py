@@ -180,7 +180,7 @@ def budget_of(study: optuna.Study) -> int | None:
 
 
 def trial_id(storage: Any, study: optuna.Study, number: int) -> int:
-    """The storage's id of trial ``number`` (public storage API; ``FrozenTrial._trial_id`` is private)."""
+    """The storage's id of trial ``number``, through the public storage API."""
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
 

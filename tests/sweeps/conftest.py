@@ -179,3 +179,12 @@ def sw() -> type[Helpers]:
 def digits_config(tmp_path: Path) -> Path:
     """``tmp_path/cfg.yaml``: the tiny digits sweep (random sampler, median pruner, 4 trials)."""
     return write_config(tmp_path)
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Any:
+    """A scratch directory, in RAM when there is one (see ``servicekit.ram_directory``)."""
+    from servicekit import ram_directory
+
+    with ram_directory(tmp_path) as path:
+        yield path

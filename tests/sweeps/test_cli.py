@@ -12,8 +12,6 @@ import importlib.metadata
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,16 +156,10 @@ def test_run_with_unreadable_data_exits_3_and_creates_nothing(sw, cli, tmp_path:
 @pytest.fixture(scope="module")
 def ram_dir(tmp_path_factory) -> Iterator[Path]:
     """A directory in RAM when there is one (an SQLite study on disk costs ~0.5 s to create here)."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield tmp_path_factory.mktemp("stores")
-        return
-    path = Path(tempfile.mkdtemp(prefix="sweeps-cli-", dir=shm))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    from servicekit import ram_directory
 
+    with ram_directory(tmp_path_factory.mktemp("stores"), "sweeps-cli-") as path:
+        yield path
 
 def _store(directory: Path, name: str) -> str:
     url = f"sqlite:///{directory / name}"

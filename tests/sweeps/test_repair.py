@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,18 +24,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 
 
 @pytest.fixture
-def url(tmp_path):
-    """A fresh SQLite database, in RAM when there is one (SQLite syncs cost ~1 s per study on disk)."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield f"sqlite:///{tmp_path / 'optuna.db'}"
-        return
-    path = Path(tempfile.mkdtemp(prefix="sweeps-test-", dir=shm))
-    try:
-        yield f"sqlite:///{path / 'optuna.db'}"
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
+def url(scratch):
+    """A fresh SQLite database, in RAM when there is one."""
+    return f"sqlite:///{scratch / 'optuna.db'}"
 
 def new_study(url: str, slots: int, **storage_kwargs: Any) -> tuple[optuna.Study, Any]:
     storage = open_storage(url, **storage_kwargs)

@@ -13,9 +13,7 @@ import copy
 import itertools
 import json
 import os
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -52,19 +50,6 @@ def make_cfg(**study: Any):
     data["study"].update(study)
     return parse_config(data)
 
-
-@pytest.fixture
-def scratch(tmp_path):
-    """A directory in RAM when there is one (an SQLite study on disk costs ~1 s to create here)."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield tmp_path
-        return
-    path = Path(tempfile.mkdtemp(prefix="sweeps-runner-", dir=shm))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # -- fakes for the worker pool -----------------------------------------------------------------

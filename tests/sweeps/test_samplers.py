@@ -11,7 +11,6 @@ import copy
 import itertools
 import json
 import math
-import os
 from typing import Any
 
 import numpy as np
@@ -44,22 +43,9 @@ GRID_SPACE = {
 
 
 @pytest.fixture
-def fast_dir(tmp_path):
-    """A scratch directory in RAM when there is one (SQLite syncs cost ~1 s per study on disk)."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield tmp_path
-        return
-    path = Path(tempfile.mkdtemp(prefix="sweeps-test-", dir=shm))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
+def fast_dir(scratch):
+    """A scratch directory in RAM when there is one (the shared ``scratch`` fixture)."""
+    return scratch
 
 def make_cfg(sampler: str = "random", *, seed: int = 7, options: dict | None = None, space: dict | None = None):
     data = copy.deepcopy(CONFIG)

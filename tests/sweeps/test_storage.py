@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -25,19 +23,6 @@ from sweeps.storage import (STORAGE_MAX_DELAY, STORAGE_RETRIES, StorageUnavailab
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
-
-@pytest.fixture
-def scratch(tmp_path):
-    """A scratch directory, in RAM when there is one (SQLite syncs cost ~1 s per study on disk)."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield tmp_path
-        return
-    path = Path(tempfile.mkdtemp(prefix="sweeps-test-", dir=shm))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def operational(msg: str = "server closed the connection unexpectedly") -> sa_exc.OperationalError:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import copy
 import itertools
 import multiprocessing as mp
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,21 +53,15 @@ def make_cfg(n_trials: int = 4, grid: bool = False, **top: Any):
 
 
 @pytest.fixture
-def url(tmp_path):
-    """A fresh SQLite study database, in RAM when there is one (SQLite syncs cost ~1 s per study on disk)."""
-    shm = Path("/dev/shm")
-    in_ram = shm.is_dir() and os.access(shm, os.W_OK)
-    path = Path(tempfile.mkdtemp(prefix="sweeps-test-", dir=shm)) if in_ram else tmp_path
-    url = f"sqlite:///{path / 'optuna.db'}"
+def url(scratch):
+    """A fresh SQLite study database, in RAM when there is one."""
+    url = f"sqlite:///{scratch / 'optuna.db'}"
     try:
         yield url
     finally:
         reader = _READERS.pop(url, None)
         if reader is not None:
             reader.engine.dispose()
-        if in_ram:
-            shutil.rmtree(path, ignore_errors=True)
-
 
 _READERS: dict[str, Any] = {}
 

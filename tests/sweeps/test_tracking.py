@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,16 +19,10 @@ NAMES = metric_names(2)
 def store_uri(tmp_path_factory):
     """One MLflow store for the module's trackers (creating one costs ~1.5 s), in RAM when there is one;
     every test makes runs of its own."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-        return
-    path = Path(tempfile.mkdtemp(prefix="sweeps-tracking-", dir=shm))
-    try:
-        yield f"sqlite:///{path / 'mlflow.db'}"
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    from servicekit import ram_directory
 
+    with ram_directory(tmp_path_factory.mktemp("mlflow"), "sweeps-tracking-") as path:
+        yield f"sqlite:///{path / 'mlflow.db'}"
 
 def _epoch(e: int) -> dict[str, float]:
     return {k: e + i / 100 for i, k in enumerate(NAMES)}
