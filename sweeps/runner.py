@@ -273,8 +273,10 @@ def _run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None, n_trial
         ready.set()
         kill_at = None
         next_repair = time.monotonic() + cfg.study.heartbeat_interval
-        while pool.alive():
+        while True:  # ends only after a pass in which no worker is alive: a death is always seen, its
+            # trial failed and retried, and a replacement considered before the launcher gives up
             pool.wait(poll_interval)
+            any_alive = bool(pool.alive())  # before the ends are collected: a later death waits for the next pass
             for p in pool.newly_ended():
                 _on_worker_end(p, pool, summary, dead, interrupted.is_set())
             if dead:
@@ -291,6 +293,8 @@ def _run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None, n_trial
                 if time.monotonic() > kill_at:
                     for p in pool.alive():
                         p.kill()
+            if not any_alive and not pool.alive():
+                break
         for p in pool.newly_ended():
             _on_worker_end(p, pool, summary, dead, interrupted.is_set())
     finally:
