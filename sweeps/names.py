@@ -23,7 +23,9 @@ that its ``retried_trial_number`` and ``retry_history`` read our retries too)
 
 MLflow tags of runs
     ``sweeps.role`` (``study`` | ``trial``), ``sweeps.study``, ``sweeps.trial_number``,
-    ``sweeps.state`` (the Optuna state: COMPLETE / PRUNED / FAIL), ``sweeps.reason``, and MLflow's
+    ``sweeps.state`` (the Optuna state: COMPLETE / PRUNED / FAIL), ``sweeps.reason``,
+    ``sweeps.attempt`` (a token unique to one creation of a trial's run: a worker whose request timed
+    out finds the run the server did create by it, instead of creating a second one), and MLflow's
     own ``mlflow.parentRunId``.
 """
 
@@ -54,6 +56,7 @@ TAG_STUDY = "sweeps.study"
 TAG_TRIAL_NUMBER = "sweeps.trial_number"
 TAG_STATE = "sweeps.state"
 TAG_REASON = "sweeps.reason"
+TAG_ATTEMPT = "sweeps.attempt"
 TAG_PARENT = "mlflow.parentRunId"
 
 #: Optuna state -> MLflow run status. A trial interrupted by a signal or abandoned after it was
@@ -76,6 +79,9 @@ REASON_LOST_BEFORE_START = ("lost: taken by a worker that never started it (no h
 REASON_LOST_WORKER_DIED = "lost: worker died while running the trial"
 REASON_LOST_TRACKING = "lost: tracking unavailable"
 REASON_LOST_STORAGE = "lost: the study's storage was unavailable"
+#: The reason given to a second MLflow run of one trial (a creation whose answer timed out); such a
+#: run never received data and is deleted by the repair pass.
+REASON_DUPLICATE_RUN = "duplicate"
 
 
 def is_infrastructure_failure(reason: str | None) -> bool:

@@ -22,7 +22,8 @@ Who finds lost trials:
 * :func:`fail_dead_workers`: the launcher fails at once the RUNNING trials of its workers that
   died (it knows their exit codes);
 * :func:`close_runs`: MLflow trial runs still RUNNING whose trial has ended are closed with the
-  trial's state and reason (a killed worker could not do it).
+  trial's state and reason (a killed worker could not do it); a second run of one trial (created by
+  a request whose answer timed out, see :mod:`sweeps.tracking`) is ended KILLED and deleted.
 
 Only the process whose ``RUNNING -> FAIL`` change succeeds enqueues the retry: the storage makes
 that change once, so two repairers never retry one trial twice.
@@ -134,7 +135,12 @@ def run_status(state: str, reason: str) -> str:
 
 
 def close_runs(study: optuna.Study, tracker: Any) -> int:
-    """Close MLflow trial runs still RUNNING whose trial has ended (found by the trial-number tag)."""
+    """Close MLflow trial runs still RUNNING whose trial has ended (found by the trial-number tag).
+
+    A run of an ended trial that is not the trial's own run (its ``mlflow_run_id`` names another)
+    is a duplicate that never received data: it is ended KILLED, tagged ``sweeps.reason``
+    "duplicate: ..." and deleted (MLflow keeps deleted runs until ``mlflow gc``; searches skip them).
+    """
     from sweeps.tracking import TrackingUnavailable, is_transient
 
     closed = 0
@@ -151,7 +157,18 @@ def close_runs(study: optuna.Study, tracker: Any) -> int:
         trial = trials.get(int(number)) if number is not None and number.isdigit() else None
         if trial is None or not trial.state.is_finished():
             continue
-        if trial.user_attrs.get(names.TRIAL_RUN) not in (None, run.info.run_id):
+        own_run = trial.user_attrs.get(names.TRIAL_RUN)
+        if own_run not in (None, run.info.run_id):
+            try:
+                tracker.discard_run(run.info.run_id, f"{names.REASON_DUPLICATE_RUN}: a second run of trial "
+                                    f"{trial.number} (a creation whose answer timed out); its run is {own_run}")
+            except Exception as err:  # noqa: BLE001
+                if not is_transient(err):
+                    raise
+                _log.warning("duplicate MLflow run %s not deleted (tracking store unreachable): %s",
+                             run.info.run_id, err)
+                return closed
+            closed += 1
             continue
         reason = trial.user_attrs.get(names.TRIAL_REASON, "")
         if trial.state == TrialState.FAIL and not reason:

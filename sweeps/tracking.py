@@ -28,7 +28,12 @@ Delivery (the tracking server may go away):
   stays queued (later tries and :meth:`Tracker.drain` still deliver it), and the caller decides
   (the worker fails the trial "lost: tracking unavailable" and retries it);
 * metrics carry the time they were measured, so a batch sent twice (its answer was lost) is stored
-  once: MLflow ignores a metric identical in key, step, time and value.
+  once: MLflow ignores a metric identical in key, step, time and value;
+* creating a trial's run is made idempotent the same way: the run carries a ``sweeps.attempt``
+  token, and a try after a failed one first looks for a run with that token (the server may have
+  created it and only its answer was lost). A run created anyway (a hung server may hold the
+  request and carry it out after the lookup) never receives data; the repair pass deletes it
+  (:func:`sweeps.repair.close_runs`).
 
 Optuna state -> MLflow run status: COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED
 (and a run interrupted by a signal -> KILLED with ``sweeps.state=FAIL``).
@@ -41,6 +46,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -51,7 +57,7 @@ from mlflow.tracking import MlflowClient
 _log = logging.getLogger("sweeps.tracking")
 
 from sweeps.storage import TrackingUnavailable  # noqa: F401 - raised here too
-from sweeps.names import RUN_STATUS, TAG_PARENT, TAG_REASON, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL_NUMBER
+from sweeps.names import RUN_STATUS, TAG_ATTEMPT, TAG_PARENT, TAG_REASON, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL_NUMBER
 
 # Short aliases kept for callers of earlier versions.
 ROLE, STUDY, TRIAL_NUMBER, STATE, REASON, PARENT = TAG_ROLE, TAG_STUDY, TAG_TRIAL_NUMBER, TAG_STATE, TAG_REASON, \
@@ -179,11 +185,23 @@ class Tracker:
 
         Raises :class:`TrackingUnavailable` after ``outage_s`` seconds of transient failures.
         """
+        token = uuid.uuid4().hex
         tags = {TAG_PARENT: parent_run_id, TAG_ROLE: "trial", TAG_STUDY: study_name,
-                TAG_TRIAL_NUMBER: str(trial_number)}
-        run = self._until_delivered(
-            lambda: self.client.create_run(self.experiment_id, run_name=f"trial-{trial_number:04d}", tags=tags),
-            what=f"creating the run of trial {trial_number}", should_stop=should_stop)
+                TAG_TRIAL_NUMBER: str(trial_number), TAG_ATTEMPT: token}
+        tried = False
+
+        def create() -> Any:
+            nonlocal tried
+            if tried:  # the last try may have created the run and lost only the answer
+                found = self.client.search_runs([self.experiment_id],
+                                                filter_string=f"tags.`{TAG_ATTEMPT}` = '{token}'", max_results=1)
+                if found:
+                    return found[0]
+            tried = True
+            return self.client.create_run(self.experiment_id, run_name=f"trial-{trial_number:04d}", tags=tags)
+
+        run = self._until_delivered(create, what=f"creating the run of trial {trial_number}",
+                                    should_stop=should_stop)
         run_id = run.info.run_id
         self._outbox[run_id] = _Outbox(params=[Param(k, _param_text(v)) for k, v in params.items()],
                                        last_try=self._clock())
@@ -329,6 +347,16 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(k, _param_text(v)) for k, v in tags.items()])
 
     # -- repair ---------------------------------------------------------------------------
+    def discard_run(self, run_id: str, reason: str) -> None:
+        """End a run that must not be read (a duplicate) KILLED with ``reason``, then delete it.
+
+        One try; a transient failure raises (the next repair pass tries again).
+        """
+        self.client.log_batch(run_id, tags=[RunTag(TAG_STATE, "FAIL"), RunTag(TAG_REASON, _param_text(reason))])
+        self.client.set_terminated(run_id, status="KILLED")
+        self.client.delete_run(run_id)
+        self._outbox.pop(run_id, None)
+
     def running_trial_runs(self) -> list[Any]:
         """Trial runs still marked RUNNING in this experiment."""
         return self.client.search_runs(

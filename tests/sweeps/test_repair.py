@@ -295,6 +295,13 @@ def test_reconcile_closes_orphan_runs_and_fails_dead_workers_trials(url) -> None
     t2 = study.ask()
     t2.set_user_attr("worker", "host:1")
     alive = tracker.start_trial("parent", "r", t2.number, {"eta": 0.5})
+    # trial 3: completed; a hung server also carried out an earlier creation of its run
+    t3 = study.ask()
+    duplicate = tracker.start_trial("parent", "r", t3.number, {"eta": 0.5})
+    own = tracker.start_trial("parent", "r", t3.number, {"eta": 0.5})
+    t3.set_user_attr("mlflow_run_id", own)
+    tracker.finish(own, "COMPLETE", "completed: 1 epoch")
+    study.tell(t3, 1.0)
 
     reconcile(study, storage, tracker, {"host:4242": "killed by SIGKILL"}, grace=60, max_retries=3)
     trials = {t.number: t for t in study.trials}
@@ -308,3 +315,10 @@ def test_reconcile_closes_orphan_runs_and_fails_dead_workers_trials(url) -> None
     assert runs[orphan].data.tags["sweeps.reason"].startswith("interrupted")
     assert runs[killed].info.status == "FAILED" and "worker died" in runs[killed].data.tags["sweeps.reason"]
     assert runs[alive].info.status == "RUNNING"
+    ghost = tracker.client.get_run(duplicate)
+    assert ghost.info.status == "KILLED" and ghost.info.lifecycle_stage == "deleted"
+    assert ghost.data.tags["sweeps.reason"].startswith("duplicate") and own in ghost.data.tags["sweeps.reason"]
+    kept = tracker.client.get_run(own)
+    assert kept.info.status == "FINISHED" and kept.info.lifecycle_stage == "active"
+    trial_runs = tracker.client.search_runs([tracker.experiment_id], f"tags.`sweeps.trial_number` = '{t3.number}'")
+    assert [r.info.run_id for r in trial_runs] == [own]

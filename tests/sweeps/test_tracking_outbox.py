@@ -64,6 +64,7 @@ class FakeClient:
         self.fail_with: str | None = None  # an MLflow error code to fail every call with
         self.duration: list[float] = []  # seconds each next call takes (clock time), consumed in order
         self.created_experiments: list[str] = []
+        self.lose_answers = 0  # the next create_run calls that create their run but time out
 
     # -- plumbing
     def _enter(self, method: str) -> None:
@@ -88,7 +89,17 @@ class FakeClient:
         self._enter("create_run")
         run_id = f"run{len(self.runs)}"
         self.runs[run_id] = FakeRun(tags=dict(tags or {}))
+        if self.lose_answers:  # the server did the work; the answer never came back
+            self.lose_answers -= 1
+            raise TimeoutError("read timed out")
         return types.SimpleNamespace(info=types.SimpleNamespace(run_id=run_id))
+
+    def search_runs(self, experiment_ids: list[str], filter_string: str = "", max_results: int = 1000) -> list:
+        self._enter("search_runs")
+        key, _, value = filter_string.partition(" = ")
+        key, value = key.removeprefix("tags.").strip("`"), value.strip("'")
+        return [types.SimpleNamespace(info=types.SimpleNamespace(run_id=r))
+                for r, run in self.runs.items() if run.tags.get(key) == value][:max_results]
 
     def log_batch(self, run_id: str, metrics=(), params=(), tags=()) -> None:
         self._enter("log_batch")
@@ -292,7 +303,7 @@ def test_start_trial_waits_out_a_short_outage_and_gives_up_on_a_long_one(env):
     run_id = tracker.start_trial("parent", "t", 4, {"eta": 2.0})
     assert client.runs[run_id].tags["sweeps.trial_number"] == "4"
     assert clock.slept == pytest.approx([backoff(1), backoff(2), backoff(3)])
-    assert len(client.calls_to("create_run")) == 4
+    assert [m for m, _ in client.calls] == ["create_run", *["search_runs"] * 3, "create_run"]  # 4 tries
 
     tracker._sleep = clock.sleep
     client.fail_with = INTERNAL_ERROR
@@ -302,6 +313,36 @@ def test_start_trial_waits_out_a_short_outage_and_gives_up_on_a_long_one(env):
         tracker.start_trial("parent", "t", 5, {"eta": 2.0})
     assert 20 <= clock.now - start <= 20 + MAX_BACKOFF
     assert len(client.runs) == before
+
+
+def test_a_run_created_by_a_request_whose_answer_was_lost_is_found_not_created_again(env):
+    make, clock, client = env
+    tracker = make()
+    client.lose_answers = 2
+    run_id = tracker.start_trial("parent", "t", 6, {"eta": 2.0})
+    assert list(client.runs) == ["run0"] and run_id == "run0"  # one run, found by its attempt token
+    assert len(client.calls_to("create_run")) == 1 and len(client.calls_to("search_runs")) == 1
+    other = tracker.start_trial("parent", "t", 7, {"eta": 2.0})  # a token is one creation's, not the trial's
+    assert other == "run1" and client.runs["run0"].tags["sweeps.attempt"] != client.runs["run1"].tags[
+        "sweeps.attempt"]
+    tracker.finish(run_id, "COMPLETE")
+    assert client.runs["run0"].params == {"eta": "2.0"} and client.runs["run0"].status == "FINISHED"
+
+
+def test_a_failed_lookup_leads_to_a_new_creation(env):
+    make, clock, client = env
+    tracker = make()
+    client.fail_with = INTERNAL_ERROR  # refused before anything was created
+
+    def recover_after_two(seconds: float) -> None:
+        Clock.sleep(clock, seconds)
+        if len(clock.slept) == 2:
+            client.fail_with = None
+
+    tracker._sleep = recover_after_two
+    run_id = tracker.start_trial("parent", "t", 8, {})
+    assert list(client.runs) == [run_id]
+    assert [m for m, _ in client.calls] == ["create_run", "search_runs", "search_runs", "create_run"]
 
 
 def test_retry_pending_tries_once_and_delivers_every_run_when_back(env):
