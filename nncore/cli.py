@@ -11,6 +11,9 @@ Examples::
 The default output is an aligned table with, per epoch: the learning rate, the
 training loss split as ``total = data + penalty``, the evaluation total, data
 loss, penalty and accuracy, and ``||W||_F`` and ``rms(W)`` of every weight layer.
+The first row, epoch 0, is the initial network before any step (so ``--epochs 3``
+prints epochs 0 to 3; with ``--json`` its line lacks the keys that describe an
+epoch's change, such as ``train/decay_factor``).
 
 Uses argparse and the standard library only (plus NumPy through nncore).
 Invalid arguments exit with status 2 and a message naming the argument;
@@ -130,8 +133,10 @@ class _Table:
         for i in range(1, n_layers + 1):
             self.columns += [(f"L{i}_fro", ".4f", 9), (f"L{i}_rms", ".5f", 9)]
         self.widths = [max(width, len(name)) for name, _, width in self.columns]
+        self.started = False
 
     def header(self) -> None:
+        self.started = True
         print("  ".join(name.rjust(w) for (name, _, _), w in zip(self.columns, self.widths)), file=self.out)
 
     def row(self, rec: EpochRecord) -> None:
@@ -179,7 +184,7 @@ def run(args: argparse.Namespace, out: IO[str] | None = None) -> TrainResult:
               f"seed {args.seed}", file=out)
 
         def show(rec: EpochRecord) -> None:
-            if rec.epoch == 1:  # printed once training has validated its inputs
+            if not table.started:  # printed once training has validated its inputs
                 table.header()
             table.row(rec)
 

@@ -19,7 +19,15 @@ convention      lambda means                 decay rate ``d``   as used by
 ``decoupled``   ``wd``                       ``wd``             PyTorch SGD ``weight_decay``
 ==============  ===========================  =================  =========================================
 
-Exact conversions (same ``d`` per step): ``alpha = lmbda*m/n``, ``wd = lmbda/n``.
+Conversions (same ``d`` per full step): ``alpha = lmbda*m/n``, ``wd = lmbda/n``.
+``dataset <-> decoupled`` is always exact. ``per_batch <-> either`` is exact when
+``m`` divides ``n``; when ``n % m != 0`` the epoch's last, partial batch of
+``m' = n % m`` rows decays by ``eta*alpha/m'`` under ``per_batch`` (``d = alpha/m'``,
+scikit-learn's rule) but by ``eta*alpha/m`` under the converted ``dataset`` or
+``decoupled`` strength (``d = lmbda/n = alpha/m``), so the epoch's L2 decay factor
+differs by the ratio ``(1 - eta*alpha/m') / (1 - eta*alpha/m)`` (per_batch over
+dataset; the other ``ceil(n/m) - 1`` steps are identical). Under L1 the same
+step subtracts ``eta*alpha/m' * sign(W)`` instead of ``eta*alpha/m * sign(W)``.
 
 The *penalty* reported with every loss is the term whose gradient is the
 decay actually applied, expressed per sample of the training set:
@@ -32,6 +40,12 @@ evaluated), so the train and eval totals ``data_loss + penalty`` are on the
 same scale. For ``per_batch`` the nominal batch size ``m`` is used; the last
 partial batch of an epoch (size ``m' < m``) decays by ``alpha/m'``, exactly as
 scikit-learn does.
+
+The epoch records (:mod:`nncore.records`) carry the epoch's L2 decay factor
+``f = prod_steps (1 - eta*d)`` (``train/decay_factor``) and, per layer, how the
+norm change splits into ``decay_pull = -ln f`` and ``grad_push = ln(r/f)``
+(``r`` the layer's norm ratio over the epoch); with momentum ``mu`` the
+factor is the effective ``prod (1 - eta*d/(1 - mu))`` (see :mod:`nncore.train`).
 """
 
 from __future__ import annotations
@@ -41,23 +55,33 @@ from typing import Sequence
 
 import numpy as np
 
-from nncore.checks import check_choice, check_int, check_real
+from nncore.checks import check_choice, check_int, check_real, invalid
 
 PENALTIES = ("none", "l2", "l1")
 CONVENTIONS = ("dataset", "per_batch", "decoupled")
 
 
 def convert_lambda(value: float, *, from_convention: str, to_convention: str, n_train: int, batch_size: int) -> float:
-    """Convert a regularization strength between conventions, exactly (same per-step decay).
+    """Convert a regularization strength between conventions (same per-step decay on full batches).
 
     ``dataset -> per_batch``: ``alpha = lmbda * m / n``; ``dataset -> decoupled``:
     ``wd = lmbda / n``; the other directions are the inverses. ``value`` is any
     finite real number (NumPy scalars included; the conversion is linear, so
     its sign is not checked here); the result is a ``float``.
 
+    **When it is not exact.** ``dataset <-> decoupled`` always is. A conversion
+    to or from ``per_batch`` is exact when ``n_train % batch_size == 0``.
+    Otherwise (``n % m != 0``) every full batch decays identically, but the
+    epoch's last, partial batch of ``m' = n % m`` rows decays by ``eta*alpha/m'``
+    under ``per_batch`` instead of ``eta*alpha/m`` under the converted
+    ``dataset``/``decoupled`` strength, so the epoch's decay factor (L2) differs by
+    ``(1 - eta*alpha/m') / (1 - eta*alpha/m)`` (per_batch over dataset); e.g.
+    ``n = 7, m = 3, eta*alpha = 0.3``: ``0.7 / 0.9``.
+
     Raises:
         ValueError: an unknown convention, ``value`` not a finite real number,
-            ``n_train`` or ``batch_size`` not an int ``>= 1``.
+            ``n_train`` not an int ``>= 1``, ``batch_size`` not an int in
+            ``[1, n_train]`` (a batch never has more rows than the training set).
     """
     owner = "convert_lambda"
     value = check_real(value, "value", owner)
@@ -65,6 +89,9 @@ def convert_lambda(value: float, *, from_convention: str, to_convention: str, n_
     check_choice(to_convention, "to_convention", owner, CONVENTIONS)
     n_train = check_int(n_train, "n_train", owner, low=1)
     batch_size = check_int(batch_size, "batch_size", owner, low=1)
+    if batch_size > n_train:
+        raise invalid("batch_size", owner, f"an int in the range [1, {n_train}] for n_train={n_train}",
+                      batch_size)
     rate = decay_rate(value, from_convention, n_train=n_train, batch_size=batch_size)
     if to_convention == "dataset":
         return rate * n_train

@@ -1,6 +1,10 @@
 """Mini-batch SGD with per-epoch records.
 
-One epoch:
+Before the first step, the initial network is measured as **epoch 0** (the
+same measurements as step 3 below, with ``n_steps == 0``, the initial eta and
+no epoch-change values; ``TrainConfig(record_initial=False)`` skips it).
+
+One epoch ``e >= 1``:
 
 1. The training rows are permuted with the run's ``Generator`` (unless
    ``shuffle=False``: batches then follow data order, so runs can be compared
@@ -20,10 +24,43 @@ One epoch:
    whole training set and the evaluation set with the final weights, plus the
    per-layer statistics and the full-training-set gradient norms, into an
    immutable :class:`~nncore.records.EpochRecord` handed to every callback.
+   Nothing else passes over the data: the per-layer norm balance (below)
+   reuses the previous record's ``weight_fro``.
 
-A callback returning ``True`` stops training after that epoch (exceptions it
-raises propagate, which is how a tuner prunes). A non-finite loss or weight
-raises :class:`DivergenceError` naming the epoch and the layer.
+**Decay factor and norm balance.** The record's ``decay_factor`` is the
+epoch's decay-only factor ``f``. Plain SGD (``mu = 0``), L2: every step is
+``W <- (1 - eta*d) W - eta*g``, so over the epoch ``W_e = f * W_(e-1) + G`` with
+``f = prod_steps (1 - eta*d)`` exactly (the last partial batch uses its own
+``d`` under ``per_batch``), and ``G`` the gradient steps, each shrunk by the
+decays after it. Per layer, with ``r = ||W_e||_F / ||W_(e-1)||_F``::
+
+    decay_pull = -ln f     grad_push = ln(r / f)     decay_to_grad = decay_pull / grad_push
+
+so ``||W_e|| = f * exp(grad_push) * ||W_(e-1)||``, and ``grad_push`` is exactly
+``ln(||f W_(e-1) + G|| / ||f W_(e-1)||)``: what the gradient steps did to the
+norm on top of the decay. It is set to exactly 0 when ``|ln(r/f)|`` is within
+rounding, ``4 * (n_steps + sqrt(#weights)) * eps`` of the weights' dtype (a
+layer whose data gradient vanishes: then ``decay_to_grad`` is ``None``).
+
+With momentum ``mu > 0`` the decay enters the velocity,
+``v <- mu v - eta (g + d W)``, and is not a per-step factor of ``W``. The record
+uses the **effective factor** ``f = prod_steps (1 - eta*d/(1 - mu))``: the
+steady-state heavy-ball decay (a constant force is amplified by ``1/(1 - mu)``
+once the velocity has built up; without a data gradient the exact per-step
+factor is the dominant root of ``x^2 - (1 + mu - eta*d) x + mu``, which is
+``1 - eta*d/(1 - mu) + O((eta*d)^2)``). It is an **approximation**, off while the
+velocity adjusts (it overstates the decay during the first ~``1/(1 - mu)``
+steps, and lags a schedule change of eta), and the velocity carries decay
+across epoch boundaries; ``decay_pull``/``grad_push`` are then approximate too (``grad_push``
+absorbs the difference, and ``||W_e|| = f exp(grad_push) ||W_(e-1)||`` still
+holds by construction). Under L1 the decay is not a factor: ``decay_factor``
+is 1.0 and ``decay_pull``, ``grad_push``, ``decay_to_grad`` are ``None``.
+
+A callback returning ``True`` (or ``numpy.bool_(True)``) stops training after
+that epoch (at epoch 0: before any step); other truthy values do not.
+Exceptions it raises propagate, which is how a tuner prunes. A non-finite loss
+or weight statistic raises :class:`DivergenceError` naming the epoch (0: the
+initial network) and the layer; undefined (``None``) values are never divergence.
 """
 
 from __future__ import annotations
@@ -48,11 +85,14 @@ Callback = Callable[[EpochRecord], "bool | None"]
 #: Rows per chunk when losses and gradients are measured over a whole set.
 MEASURE_CHUNK = 4096
 
+#: Allowed ``TrainConfig.monitor_mode`` values (``None`` also: decided by the monitor's name).
+MONITOR_MODES = ("max", "min")
+
 
 class DivergenceError(FloatingPointError):
     """Training produced a non-finite loss or weight.
 
-    Attributes: ``epoch`` (1-based), ``layer`` (1-based weight layer whose values
+    Attributes: ``epoch`` (0: the initial network, before any step), ``layer`` (1-based weight layer whose values
     overflowed, or ``None`` if unknown), ``record`` (the epoch's record, with
     the non-finite values, or ``None``).
     """
@@ -78,9 +118,13 @@ class TrainConfig:
     ``schedule_patience``: multiply eta by ``schedule_factor`` after this many epochs without
     improvement, and stop once eta < ``min_eta_ratio`` * initial eta (Nielsen's schedule; None: off).
     ``monitor``: the metric both watch; default ``eval/accuracy`` (``train/accuracy`` without an
-    eval set). Names ending in ``accuracy`` are maximized, others minimized.
+    eval set). ``monitor_mode``: ``"max"`` or ``"min"``; ``None``: by the name (names ending in
+    ``accuracy`` are maximized, others minimized). Both rules count from epoch 1 (epoch 0 is
+    never the best); an epoch whose record lacks the monitored value (``None``) is skipped.
     ``track_gradients``: measure full-training-set gradient norms every epoch (costs one extra
     forward/backward pass over the training set per epoch).
+    ``record_initial``: measure the initial network as epoch 0 before any step (one measuring
+    pass; the callbacks see it first).
 
     Numbers may be of any real type (NumPy scalars included, ``bool`` refused) and are stored as
     Python ``int``/``float``. Invalid settings raise ``ValueError`` naming the field, the allowed
@@ -101,6 +145,8 @@ class TrainConfig:
     min_eta_ratio: float = 1.0 / 128.0
     monitor: str | None = None
     track_gradients: bool = True
+    monitor_mode: str | None = None
+    record_initial: bool = True
 
     def __post_init__(self) -> None:
         # every number is validated and stored as a Python int / float (NumPy scalars accepted)
@@ -122,6 +168,10 @@ class TrainConfig:
                                               high=1.0))
         if self.monitor is not None and not isinstance(self.monitor, str):
             raise invalid("monitor", owner, "a str naming an epoch-record metric, or None", self.monitor)
+        if self.monitor_mode is not None and self.monitor_mode not in MONITOR_MODES:
+            raise invalid("monitor_mode", owner, "a str among {'max', 'min'}, or None", self.monitor_mode)
+        fix(self, "record_initial", bool(check_instance(self.record_initial, "record_initial", owner,
+                                                        (bool, np.bool_), what="a bool")))
 
     @property
     def regularizer(self) -> Regularizer:
@@ -232,9 +282,14 @@ class SGD:
         self.vb = [np.zeros_like(b) for b in net.biases] if momentum else None
 
     def epoch(self, X: np.ndarray, Y: np.ndarray, eta: float, order: np.ndarray | None = None) -> float:
-        """One pass over all rows; returns prod(1 - eta*d) over the steps (1.0 unless L2)."""
+        """One pass over all rows; returns the epoch's decay factor (1.0 unless L2).
+
+        ``prod(1 - eta*d)`` over the steps; with momentum ``mu`` the effective
+        ``prod(1 - eta*d/(1 - mu))`` (an approximation, see the module doc).
+        """
         n, m = len(X), self.m
         full_rate = self.reg.rate(n, m)
+        gain = 1.0 / (1.0 - self.momentum)  # steady-state amplification of a constant force by momentum
         decay_factor = 1.0
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for start in range(0, n, m):
@@ -249,7 +304,7 @@ class SGD:
                     np.take(Y, idx, axis=0, out=yb, mode="clip")
                 self.step(xb, yb, eta, rate)
                 if self.reg_kind == "l2":
-                    decay_factor *= 1.0 - eta * rate
+                    decay_factor *= 1.0 - eta * rate * gain
         return decay_factor
 
     def step(self, xb: np.ndarray, yb: np.ndarray, eta: float, decay: float) -> None:
@@ -311,6 +366,17 @@ def _improved(value: float, best: float | None, maximize: bool) -> bool:
     return value > best if maximize else value < best
 
 
+def _stops(returned: object) -> bool:
+    """Whether a callback's return value asks to stop: ``True`` or ``numpy.bool_(True)`` only."""
+    return returned is True or (isinstance(returned, np.bool_) and bool(returned))
+
+
+def _fro(w: np.ndarray) -> float:
+    """||W||_F accumulated in float64, exactly as :meth:`LayerStats.of` computes ``weight_fro``."""
+    w64 = w.astype(np.float64, copy=False)
+    return math.sqrt(float(np.einsum("ij,ij->", w64, w64)))
+
+
 def train(
     network: Network,
     X: np.ndarray,
@@ -325,8 +391,9 @@ def train(
 
     ``X``: inputs ``(n, sizes[0])``; ``Y``: one-hot ``(n, sizes[-1])`` or integer labels ``(n,)``.
     ``eval_data``: optional ``(X_eval, Y_eval)`` measured every epoch (its penalty uses ``n``).
-    ``rng``: Generator (or seed) for shuffling. ``callbacks``: called with each record;
-    returning ``True`` stops training.
+    ``rng``: Generator (or seed) for shuffling. ``callbacks``: called with each record, epoch 0
+    (the initial network, unless ``config.record_initial`` is off) first; returning ``True``
+    (or ``numpy.bool_(True)``) stops training.
     """
     check_instance(config, "config", "train", TrainConfig, what="an nncore.TrainConfig")
     X, Y = check_data(network, X, Y, "training")
@@ -350,7 +417,7 @@ def train(
         needs_eval = " (eval/ metrics need eval_data)" if monitor.startswith("eval/") and Xe is None else ""
         raise invalid("monitor", "TrainConfig", "one of the epoch record's metrics, e.g. 'eval/accuracy', "
                       f"'train/total_loss', 'layer1/weight_rms'{needs_eval}", monitor)
-    maximize = monitor.endswith("accuracy")
+    maximize = config.monitor_mode == "max" if config.monitor_mode is not None else monitor.endswith("accuracy")
 
     reg = config.regularizer
     sgd = SGD(network, m, reg, config.momentum)
@@ -360,29 +427,28 @@ def train(
     since_best = 0
     since_change = 0
     n_steps = math.ceil(n / m)
+    measure = _Recorder(network, X, Y, Xe, Ye, reg, n, m, config.track_gradients)
+
+    if config.record_initial:
+        record = measure(0, eta, None, None, 0, time.perf_counter())
+        result.records.append(record)
+        if any([_stops(cb(record)) for cb in callbacks]):  # a list: every callback sees the record
+            result.stop_reason = "callback"
+            return result
 
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
         w_start = [w.copy() for w in network.weights]
         order = rng.permutation(n) if config.shuffle else None
         decay_factor = sgd.epoch(X, Y, eta, order)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            record, bad_layer = _record(network, X, Y, Xe, Ye, reg, n, m, epoch, eta, decay_factor, w_start,
-                                        config.track_gradients, n_steps, t0)
-        values = record.to_metrics()
-        if not all(math.isfinite(v) for k, v in values.items() if not k.endswith("grad_norm")):
-            bad_keys = [k for k, v in values.items() if not math.isfinite(v)]
-            raise DivergenceError(epoch, bad_layer, f"non-finite values in {', '.join(bad_keys[:4])}"
-                                  f"{' ...' if len(bad_keys) > 4 else ''} (eta={eta:g})", record)
+        record = measure(epoch, eta, decay_factor, w_start, n_steps, t0)
         result.records.append(record)
-        stop = False
-        for cb in callbacks:
-            if cb(record) is True:
-                stop = True
-        if stop:
+        if any([_stops(cb(record)) for cb in callbacks]):
             result.stop_reason = "callback"
             break
-        value = values[monitor]
+        value = record.to_metrics().get(monitor)
+        if value is None:  # undefined this epoch (e.g. update_ratio of an all-zero layer): not judged
+            continue
         if _improved(value, best, maximize):
             best, since_best, since_change = value, 0, 0
         else:
@@ -400,40 +466,76 @@ def train(
     return result
 
 
-def _record(net: Network, X: np.ndarray, Y: np.ndarray, Xe: np.ndarray | None, Ye: np.ndarray | None,
-            reg: Regularizer, n: int, m: int, epoch: int, eta: float, decay_factor: float,
-            w_start: Sequence[np.ndarray], track_gradients: bool, n_steps: int, t0: float
-            ) -> tuple[EpochRecord, int | None]:
-    penalty = reg.penalty(net.weights, n, m)
-    tr = _measure(net, X, Y, track_gradients)
-    ev = _measure(net, Xe, Ye, False) if Xe is not None and Ye is not None else None
-    rate = reg.rate(n, m)
-    layers = []
-    bad_layer = None
-    for l, (w, b) in enumerate(zip(net.weights, net.biases)):
-        if bad_layer is None and not (np.isfinite(w).all() and np.isfinite(b).all()):
-            bad_layer = l + 1
-        if tr.grad_w is not None:
-            g = tr.grad_w[l] + reg.gradient(w.astype(np.float64), rate)
-            grad_norm = float(np.linalg.norm(g))
-        else:
-            grad_norm = float("nan")
-        start_norm = float(np.linalg.norm(w_start[l]))
-        update = float(np.linalg.norm((w - w_start[l]).astype(np.float64, copy=False)))
-        ratio = update / start_norm if start_norm > 0 else float("inf") if update > 0 else 0.0
-        layers.append(LayerStats.of(w, b, grad_norm, ratio))
-    if bad_layer is None:
-        bad_layer = tr.first_bad_layer
-    if bad_layer is None:  # weights finite but their statistics overflow (|w| near the float maximum)
-        bad_layer = next((i for i, ls in enumerate(layers, start=1) if not ls.finite), None)
-    record = EpochRecord(
-        epoch=epoch,
-        eta=eta,
-        train=LossParts.of(tr.data_loss, penalty, tr.accuracy),
-        eval=LossParts.of(ev.data_loss, penalty, ev.accuracy) if ev is not None else None,
-        layers=tuple(layers),
-        decay_factor=decay_factor,
-        epoch_time=time.perf_counter() - t0,
-        n_steps=n_steps,
-    )
-    return record, bad_layer
+class _Recorder:
+    """Measures the network into an :class:`EpochRecord` and checks it for divergence.
+
+    Keeps the previous record's ``weight_fro`` per layer (the start norms of the
+    next epoch: ``update_ratio`` and the norm balance need no extra pass).
+    """
+
+    def __init__(self, net: Network, X: np.ndarray, Y: np.ndarray, Xe: np.ndarray | None, Ye: np.ndarray | None,
+                 reg: Regularizer, n: int, m: int, track_gradients: bool) -> None:
+        self.net, self.X, self.Y, self.Xe, self.Ye = net, X, Y, Xe, Ye
+        self.reg, self.n, self.m, self.track_gradients = reg, n, m, track_gradients
+        self.n_weights = sum(w.size for w in net.weights)
+        # the decay is a factor of W for L2 and for no decay at all; an active L1 decay is not
+        self.multiplicative = not (reg.active and reg.kind == "l1")
+        self.eps = float(np.finfo(net.dtype).eps)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge initial weights: the epoch's check reports them
+            self.prev_fro = [_fro(w) for w in net.weights]  # the initial norms (used when epoch 0 is not recorded)
+
+    def __call__(self, epoch: int, eta: float, decay_factor: float | None, w_start: Sequence[np.ndarray] | None,
+                 n_steps: int, t0: float) -> EpochRecord:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            record, bad_layer = self._record(epoch, eta, decay_factor, w_start, n_steps, t0)
+        values = record.to_metrics()  # None (undefined) values are not in here: never divergence
+        bad_keys = [k for k, v in values.items() if not math.isfinite(v) and not k.endswith("/grad_norm")]
+        if bad_keys:
+            when = " (the initial network, before any step)" if epoch == 0 else ""
+            raise DivergenceError(epoch, bad_layer, f"non-finite values in {', '.join(bad_keys[:4])}"
+                                  f"{' ...' if len(bad_keys) > 4 else ''} (eta={eta:g}){when}", record)
+        self.prev_fro = [ls.weight_fro for ls in record.layers]
+        return record
+
+    def _record(self, epoch: int, eta: float, decay_factor: float | None, w_start: Sequence[np.ndarray] | None,
+                n_steps: int, t0: float) -> tuple[EpochRecord, int | None]:
+        net, reg, n, m = self.net, self.reg, self.n, self.m
+        penalty = reg.penalty(net.weights, n, m)
+        tr = _measure(net, self.X, self.Y, self.track_gradients)
+        ev = _measure(net, self.Xe, self.Ye, False) if self.Xe is not None and self.Ye is not None else None
+        rate = reg.rate(n, m)
+        f = decay_factor if self.multiplicative else None
+        layers = []
+        bad_layer = None
+        for l, (w, b) in enumerate(zip(net.weights, net.biases)):
+            if bad_layer is None and not (np.isfinite(w).all() and np.isfinite(b).all()):
+                bad_layer = l + 1
+            if tr.grad_w is not None:
+                g = tr.grad_w[l] + reg.gradient(w.astype(np.float64), rate)
+                grad_norm = float(np.linalg.norm(g))
+            else:
+                grad_norm = float("nan")
+            prev = None
+            ratio = None
+            if w_start is not None:  # epoch >= 1: the change over the epoch
+                prev = self.prev_fro[l]
+                update = float(np.linalg.norm((w - w_start[l]).astype(np.float64, copy=False)))
+                ratio = update / prev if prev > 0 else None
+            rounding = 4.0 * (n_steps + math.sqrt(w.size)) * self.eps
+            layers.append(LayerStats.of(w, b, grad_norm, ratio, n_weights=self.n_weights, prev_fro=prev,
+                                        decay_factor=f if w_start is not None else None, rounding=rounding))
+        if bad_layer is None:
+            bad_layer = tr.first_bad_layer
+        if bad_layer is None:  # weights finite but their statistics overflow (|w| near the float maximum)
+            bad_layer = next((i for i, ls in enumerate(layers, start=1) if not ls.finite), None)
+        record = EpochRecord(
+            epoch=epoch,
+            eta=eta,
+            train=LossParts.of(tr.data_loss, penalty, tr.accuracy),
+            eval=LossParts.of(ev.data_loss, penalty, ev.accuracy) if ev is not None else None,
+            layers=tuple(layers),
+            decay_factor=decay_factor,
+            epoch_time=time.perf_counter() - t0,
+            n_steps=n_steps,
+        )
+        return record, bad_layer

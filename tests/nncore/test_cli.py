@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nncore import metric_names
+from nncore.records import EPOCH_CHANGE_FIELDS
 from nncore.cli import build_parser, main, run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,11 +27,13 @@ def test_json_lines():
     proc = _cli("--epochs", "3", "--json")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert len(lines) == 3
-    for epoch, line in enumerate(lines, start=1):
+    assert len(lines) == 4  # epoch 0 (the initial network), then 1, 2, 3
+    for epoch, line in enumerate(lines):
         rec = json.loads(line)
         assert rec["epoch"] == epoch
-        assert set(rec) == {"epoch", *metric_names(2)}
+        # epoch 0 has no epoch-change values (train/decay_factor, layerN/update_ratio, ...): absent, not NaN
+        absent = {"train/decay_factor", *(f"layer{i}/{k}" for i in (1, 2) for k in EPOCH_CHANGE_FIELDS)}
+        assert set(rec) == {"epoch", *metric_names(2)} - (absent if epoch == 0 else set())
         for p in ("train", "eval"):
             assert rec[f"{p}/total_loss"] == rec[f"{p}/data_loss"] + rec[f"{p}/penalty"]
             assert rec[f"{p}/penalty"] > 0  # the default lmbda is not 0
@@ -67,7 +70,8 @@ def test_table_output_in_process():
     header, body = rows[0].split(), [r.split() for r in rows[1:]]
     assert header[:3] == ["epoch", "eta", "train_total"]
     assert header[-6:] == ["L1_fro", "L1_rms", "L2_fro", "L2_rms", "L3_fro", "L3_rms"]
-    assert len(body) == 2 and all(len(r) == len(header) for r in body)
+    assert len(body) == 3 and all(len(r) == len(header) for r in body)
+    assert [int(r[0]) for r in body] == [0, 1, 2]  # epoch 0: the initial network
     # aligned: every row has the width of the header
     assert len({len(r) for r in rows}) == 1
     final = result.final
@@ -75,6 +79,9 @@ def test_table_output_in_process():
     assert float(row["eval_acc"]) == pytest.approx(final.eval.accuracy, abs=1e-4)
     assert float(row["L3_fro"]) == pytest.approx(final.layers[2].weight_fro, abs=1e-4)
     assert float(row["train_total"]) == pytest.approx(float(row["train_data"]) + float(row["train_pen"]), abs=2e-5)
+    first = dict(zip(header, body[0]))
+    assert float(first["L1_fro"]) == pytest.approx(result.records[0].layers[0].weight_fro, abs=1e-4)
+    assert float(first["eta"]) == 0.5
     assert result.network.sizes == [64, 12, 8, 10]
 
 
@@ -84,7 +91,7 @@ def test_save(tmp_path):
     path = tmp_path / "net.npz"
     proc = _cli("--epochs", "1", "--json", "--save", str(path), "--hidden", "7")
     assert proc.returncode == 0, proc.stderr
-    assert len(proc.stdout.splitlines()) == 1  # the JSON stream stays clean
+    assert len(proc.stdout.splitlines()) == 2  # epochs 0 and 1: the JSON stream stays clean
     net = nnio.load(path)
     assert net.sizes == [64, 7, 10]
 
@@ -97,8 +104,11 @@ def test_sizes_are_all_layers_and_equal_hidden():
     a = run(build_parser().parse_args(["--epochs", "1", "--sizes", "64,12,8,10", "--json"]), out=out_a)
     b = run(build_parser().parse_args(["--epochs", "1", "--hidden", "12", "8", "--json"]), out=out_b)
     assert a.network.sizes == b.network.sizes == [64, 12, 8, 10]
-    assert json.loads(out_a.getvalue()) == json.loads(out_b.getvalue()) | {
-        "train/epoch_time": json.loads(out_a.getvalue())["train/epoch_time"]}  # same net, same seed
+    lines_a, lines_b = out_a.getvalue().splitlines(), out_b.getvalue().splitlines()
+    assert len(lines_a) == len(lines_b) == 2  # epochs 0 and 1
+    for line_a, line_b in zip(lines_a, lines_b):  # same net, same seed
+        rec_a = json.loads(line_a)
+        assert rec_a == json.loads(line_b) | {"train/epoch_time": rec_a["train/epoch_time"]}
     spaced = run(build_parser().parse_args(["--epochs", "1", "--sizes", "64", "12", "10", "--json"]),
                  out=io.StringIO())
     assert spaced.network.sizes == [64, 12, 10]

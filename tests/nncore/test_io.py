@@ -397,10 +397,11 @@ def test_network2_file_continues_training_and_reexports(tmp_path: Path) -> None:
     before = net.copy()
     result = nncore.train(net, X, y, nncore.TrainConfig(eta=0.5, epochs=3, batch_size=10, lmbda=1.0,
                                                           track_gradients=False), rng=0)
-    assert result.network is net and len(result.records) == 3
+    assert result.network is net and [r.epoch for r in result.records] == [0, 1, 2, 3]
     train_loss = [r.train.data for r in result.records]
     initial = before.data_loss(X, np.eye(10)[y])
-    assert initial > train_loss[0] > train_loss[1] > train_loss[2]
+    assert train_loss[0] == pytest.approx(initial, rel=1e-12)  # epoch 0: the imported network, before any step
+    assert initial > train_loss[1] > train_loss[2] > train_loss[3]
     assert result.records[-1].train.accuracy > 0.5
     assert not np.array_equal(net.weights[0], weights0[0])  # it actually trained
     again = import_network2(export_network2(net, tmp_path / "trained.json"))

@@ -105,6 +105,8 @@ def test_convert_lambda_round_trip_keeps_the_decay_rate(a, b):
     ({"batch_size": 2.5}, r"'batch_size' parameter .* Got 2\.5"),
     ({"value": math.nan}, "'value' parameter of convert_lambda must be a float"),
     ({"value": True}, "'value' parameter"),
+    ({"batch_size": 11}, r"^The 'batch_size' parameter of convert_lambda must be an int in the range \[1, 10\] for "
+                         r"n_train=10\. Got 11 instead\.$"),
 ])
 def test_convert_lambda_errors(kwargs, match):
     args = {"value": 1.0, "from_convention": "dataset", "to_convention": "decoupled", "n_train": 10,
@@ -112,6 +114,55 @@ def test_convert_lambda_errors(kwargs, match):
     value = args.pop("value")
     with pytest.raises(ValueError, match=match):
         convert_lambda(value, **args)
+
+
+def test_convert_lambda_accepts_batch_size_equal_to_n_train():
+    assert convert_lambda(2.0, from_convention="dataset", to_convention="per_batch", n_train=10,
+                          batch_size=10) == 2.0
+
+
+@pytest.mark.parametrize("n,m", [(7, 3), (10, 4), (12, 4)])
+def test_per_batch_conversion_differs_only_at_the_partial_batch(n, m):
+    """The docstring's claim, measured: per_batch alpha vs dataset lmbda = alpha*n/m over one epoch. The
+    decay factors differ by (1 - eta*alpha/m') / (1 - eta*alpha/m), m' = n % m (equal when m divides n)."""
+    from nncore import train
+
+    eta, alpha = 0.5, 0.6
+    lmbda = convert_lambda(alpha, from_convention="per_batch", to_convention="dataset", n_train=n, batch_size=m)
+    assert lmbda == pytest.approx(alpha * n / m, rel=1e-15)
+    rng = np.random.default_rng(0)
+    X, y = rng.random((n, 3)), rng.integers(0, 2, n)
+    factors = {}
+    for conv, lam in (("per_batch", alpha), ("dataset", lmbda)):
+        net = Network([3, 2], rng=np.random.default_rng(1))
+        res = train(net, X, y, TrainConfig(eta=eta, epochs=1, batch_size=m, lmbda=lam, convention=conv,
+                                           shuffle=False))
+        factors[conv] = res.final.decay_factor
+    # by hand: ceil(n/m) - 1 full steps decay by (1 - eta*alpha/m) in both; the last differs when n % m != 0
+    full = (1 - eta * alpha / m) ** (n // m)
+    assert factors["dataset"] == pytest.approx(full * ((1 - eta * alpha / m) if n % m else 1.0), rel=1e-14)
+    expected_ratio = (1 - eta * alpha / (n % m)) / (1 - eta * alpha / m) if n % m else 1.0
+    assert factors["per_batch"] / factors["dataset"] == pytest.approx(expected_ratio, rel=1e-14)
+    if n % m:
+        assert abs(expected_ratio - 1) > 0.05  # a real difference, not rounding
+
+
+def test_per_batch_partial_step_by_hand():
+    """One epoch of n = 7, m = 3 with a one-layer net and all-zero inputs (zero data gradient for W):
+    W is multiplied by the decays only, so the two conventions' weights differ by exactly 0.7/0.9."""
+    from nncore import train
+
+    n, m, eta, alpha = 7, 3, 0.5, 0.6  # eta*alpha = 0.3; m' = 1
+    lmbda = convert_lambda(alpha, from_convention="per_batch", to_convention="dataset", n_train=n, batch_size=m)
+    weights = {}
+    for conv, lam in (("per_batch", alpha), ("dataset", lmbda)):
+        net = Network([3, 2], rng=np.random.default_rng(1))
+        w0 = net.weights[0].copy()
+        train(net, np.zeros((n, 3)), np.arange(n) % 2, TrainConfig(eta=eta, epochs=1, batch_size=m, lmbda=lam,
+                                                                    convention=conv))
+        weights[conv] = net.weights[0]
+    np.testing.assert_allclose(weights["dataset"], 0.9**3 * w0, rtol=1e-14)
+    np.testing.assert_allclose(weights["per_batch"], 0.9**2 * 0.7 * w0, rtol=1e-14)
 
 
 def test_decay_rate_errors():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -294,10 +296,53 @@ def test_record_decay_factor_closed_form(n, m):
     eta, lmbda = 0.5, 2.5
     X, _, labels = _data(n)
     res = train(_net(), X, labels, TrainConfig(eta=eta, epochs=2, batch_size=m, lmbda=lmbda))
-    for rec in res.records:
+    assert (res.records[0].epoch, res.records[0].n_steps, res.records[0].decay_factor) == (0, 0, None)
+    for rec in res.records[1:]:
         assert rec.n_steps == n // m
         assert rec.decay_factor == pytest.approx((1 - eta * lmbda / n) ** (n / m), rel=1e-13)
     # L1 and no penalty: no multiplicative decay
     for kind in ("l1", "none"):
         r = train(_net(), X, labels, TrainConfig(eta=eta, epochs=1, batch_size=m, lmbda=lmbda, penalty=kind))
         assert r.final.decay_factor == 1.0
+
+
+@pytest.mark.parametrize("convention", ["dataset", "per_batch"])
+def test_momentum_decay_factor_is_the_effective_steady_state_factor(convention):
+    """With momentum mu the record's factor is prod(1 - eta*d/(1 - mu)) (docs: an approximation);
+    mu = 0 gives the exact prod(1 - eta*d). n % m != 0: the partial batch uses its own d under per_batch."""
+    n, m, eta, lmbda = 14, 4, 0.3, 0.4
+    X, _, labels = _data(n)
+    factors = {}
+    for mu in (0.0, 0.9):
+        res = train(_net(), X, labels, TrainConfig(eta=eta, epochs=2, batch_size=m, lmbda=lmbda,
+                                                   convention=convention, momentum=mu), rng=0)
+        sizes = [4, 4, 4, 2]
+        d = [lmbda / n if convention == "dataset" else lmbda / size for size in sizes]
+        expected = float(np.prod([1 - eta * di / (1 - mu) for di in d]))
+        for rec in res.records[1:]:
+            assert rec.decay_factor == pytest.approx(expected, rel=1e-14)
+            for stats in rec.layers:
+                assert stats.decay_pull == pytest.approx(-np.log(expected), rel=1e-12)
+        factors[mu] = res.final.decay_factor
+    assert factors[0.9] < factors[0.0] < 1.0  # momentum amplifies the decay: x10 per step at mu = 0.9
+
+
+def test_momentum_factor_describes_the_steady_state_decay():
+    """Oracle for the approximation: a layer whose data gradient is 0 (all-zero inputs, one layer) under
+    heavy-ball decay, v <- mu v - a W; W <- W + v (a = eta*d), i.e. W_(k+1) = (1 + mu - a) W_k - mu W_(k-1).
+    Once the velocity has built up the norm shrinks per step by the dominant root lam of
+    x^2 - (1 + mu - a) x + mu = 0; lam = 1 - a/(1 - mu) + O(a^2): the record's effective factor, not 1 - a."""
+    n, m, eta, lmbda, mu = 8, 8, 0.1, 0.4, 0.5  # one step per epoch, a = eta*d = 0.005
+    net = Network([3, 2], rng=np.random.default_rng(0))
+    res = train(net, np.zeros((n, 3)), np.arange(n) % 2,
+                TrainConfig(eta=eta, epochs=40, batch_size=m, lmbda=lmbda, momentum=mu), rng=0)
+    a = eta * lmbda / n
+    lam = ((1 + mu - a) + math.sqrt((1 + mu - a) ** 2 - 4 * mu)) / 2
+    effective = 1 - a / (1 - mu)
+    assert res.final.decay_factor == pytest.approx(effective, rel=1e-15)
+    assert abs(lam - effective) < 2 * a * a / (1 - mu) ** 3 < abs(lam - (1 - a)) / 10
+    for prev, rec in zip(res.records[-6:], res.records[-5:]):
+        stats = rec.layers[0]
+        assert stats.weight_fro / prev.layers[0].weight_fro == pytest.approx(lam, rel=1e-9)
+        # what the approximation misses ends up in grad_push: ln(lam / effective), O(a^2)
+        assert stats.grad_push == pytest.approx(math.log(lam / effective), rel=1e-6)

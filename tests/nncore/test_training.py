@@ -73,6 +73,22 @@ def test_config_monitor_must_be_a_string():
         TrainConfig(monitor=3)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("value", ["maximize", "MAX", "", 1, True])
+def test_config_monitor_mode_must_be_max_min_or_none(value):
+    with pytest.raises(ValueError, match=r"^The 'monitor_mode' parameter of TrainConfig must be a str among "
+                                         r"\{'max', 'min'\}, or None\. Got .* instead\.$"):
+        TrainConfig(monitor_mode=value)  # type: ignore[arg-type]
+    assert [TrainConfig(monitor_mode=v).monitor_mode for v in ("max", "min", None)] == ["max", "min", None]
+
+
+def test_config_record_initial_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"^The 'record_initial' parameter of TrainConfig must be a bool\. "
+                                         r"Got 1 instead\.$"):
+        TrainConfig(record_initial=1)  # type: ignore[arg-type]
+    assert TrainConfig(record_initial=np.bool_(False)).record_initial is False
+    assert TrainConfig().record_initial is True
+
+
 def test_bad_training_inputs_raise_value_error_naming_argument():
     X, y = _data()
     cfg = TrainConfig(epochs=1, batch_size=5)
@@ -129,15 +145,20 @@ def test_nothing_is_trained_when_validation_fails():
 # ---------------------------------------------------------------------------
 
 
-def test_huge_weights_raise_divergence_error():
+@pytest.mark.parametrize("record_initial,epoch", [(True, 0), (False, 1)])
+def test_huge_weights_raise_divergence_error(record_initial, epoch):
     X, y = _data()
     net = _net()
     net.weights[0][...] = 1e300
-    with pytest.raises(DivergenceError, match="epoch 1") as exc:
-        train(net, X, y, TrainConfig(eta=0.5, epochs=5, batch_size=5))
-    assert exc.value.epoch == 1
+    seen = []
+    with pytest.raises(DivergenceError, match=f"epoch {epoch} in layer1") as exc:
+        train(net, X, y, TrainConfig(eta=0.5, epochs=5, batch_size=5, record_initial=record_initial),
+              callbacks=[seen.append])
+    assert exc.value.epoch == epoch and exc.value.layer == 1
     assert isinstance(exc.value, FloatingPointError)
-    assert exc.value.record is not None and exc.value.record.epoch == 1
+    assert exc.value.record is not None and exc.value.record.epoch == epoch
+    assert seen == []
+    assert ("before any step" in str(exc.value)) == (epoch == 0)
 
 
 def test_huge_eta_raises_divergence_error():
@@ -157,9 +178,9 @@ def test_divergence_at_a_later_epoch_names_that_epoch():
               callbacks=[seen.append])
     err = exc.value
     assert err.epoch > 1
-    assert err.epoch == len(seen) + 1  # the diverged epoch is not handed to callbacks
+    assert err.epoch == len(seen)  # epochs 0 .. err.epoch - 1 were; the diverged epoch is not handed to callbacks
     assert f"epoch {err.epoch}" in str(err)
-    assert [r.epoch for r in seen] == list(range(1, err.epoch))
+    assert [r.epoch for r in seen] == list(range(0, err.epoch))
 
 
 # ---------------------------------------------------------------------------
@@ -177,11 +198,23 @@ def test_callback_returning_true_stops_after_that_epoch():
 
     res = train(_net(), X, y, TrainConfig(epochs=10, batch_size=5), callbacks=[stop_at_2, seen_b.append])
     assert res.stop_reason == "callback"
-    assert [r.epoch for r in res.records] == [1, 2]
-    assert seen_a == res.records and seen_b == res.records  # every callback sees every record
-    # only `True` stops: truthy non-True values do not
+    assert [r.epoch for r in res.records] == [0, 1, 2]
+    assert seen_a == res.records and seen_b == res.records  # every callback sees every record, epoch 0 first
+    # only `True` (or numpy.bool_(True)) stops: other truthy values do not
     res = train(_net(), X, y, TrainConfig(epochs=3, batch_size=5), callbacks=[lambda rec: 1])
-    assert res.stop_reason == "completed" and len(res.records) == 3
+    assert res.stop_reason == "completed" and [r.epoch for r in res.records] == [0, 1, 2, 3]
+    res = train(_net(), X, y, TrainConfig(epochs=3, batch_size=5), callbacks=[lambda rec: np.bool_(False)])
+    assert res.stop_reason == "completed" and len(res.records) == 4
+
+
+def test_callback_returning_numpy_true_stops():
+    """E.g. ``lambda rec: rec.to_metrics()["train/accuracy"] > np.float64(0.5)`` returns numpy.bool_."""
+    X, y = _data()
+    seen = []
+    res = train(_net(), X, y, TrainConfig(epochs=10, batch_size=5),
+                callbacks=[lambda rec: np.int64(rec.epoch) >= 2, seen.append])
+    assert res.stop_reason == "callback"
+    assert [r.epoch for r in res.records] == [0, 1, 2] and seen == res.records
 
 
 def test_callback_exception_propagates():
@@ -202,10 +235,11 @@ def test_early_stopping_when_monitor_never_improves(k):
     X, y = _data()
     Xe, ye = _data(12, seed=4)
     # with lmbda = 0 the eval penalty is exactly 0.0 every epoch: it never improves after epoch 1
+    # (epoch 0 is never the best: the count starts at epoch 1)
     res = train(_net(), X, y, TrainConfig(epochs=20, batch_size=5, early_stopping=k, monitor="eval/penalty"),
                 eval_data=(Xe, ye))
     assert res.stop_reason == "early_stopping"
-    assert len(res.records) == 1 + k
+    assert [r.epoch for r in res.records] == list(range(0, 2 + k))
 
 
 def test_early_stopping_does_not_fire_while_improving():
@@ -215,15 +249,15 @@ def test_early_stopping_does_not_fire_while_improving():
                                           monitor="train/data_loss"))
     losses = [r.train.data for r in res.records]
     assert all(b < a for a, b in zip(losses, losses[1:]))
-    assert res.stop_reason == "completed" and len(res.records) == 15
+    assert res.stop_reason == "completed" and res.final.epoch == 15
 
 
 def test_accuracy_monitor_is_maximized():
     X, y = _data()
     res = train(_net(), X, y, TrainConfig(epochs=8, batch_size=5, early_stopping=2, monitor="train/accuracy"),
                 rng=0)
-    acc = [r.train.accuracy for r in res.records]
-    # replay the rule: stop once 2 epochs in a row did not beat the best accuracy so far
+    acc = [r.train.accuracy for r in res.records if r.epoch >= 1]
+    # replay the rule: stop once 2 epochs in a row did not beat the best accuracy so far (from epoch 1)
     best, since, expected_len = -1.0, 0, len(acc)
     for i, a in enumerate(acc):
         if a > best:
@@ -233,7 +267,35 @@ def test_accuracy_monitor_is_maximized():
         if since >= 2:
             expected_len = i + 1
             break
-    assert len(res.records) == expected_len
+    assert len(res.records) == 1 + expected_len
+
+
+def test_monitor_mode_overrides_the_name_rule():
+    X, y = _data()
+    cfg = dict(eta=0.05, epochs=10, batch_size=30, shuffle=False, early_stopping=1, monitor="train/data_loss")
+    # the loss falls every epoch (see above): minimized it always improves, maximized never after epoch 1
+    assert train(_net(), X, y, TrainConfig(**cfg)).stop_reason == "completed"
+    assert train(_net(), X, y, TrainConfig(**cfg, monitor_mode="min")).stop_reason == "completed"
+    res = train(_net(), X, y, TrainConfig(**cfg, monitor_mode="max"))
+    assert res.stop_reason == "early_stopping" and res.final.epoch == 2
+    # and an accuracy can be minimized
+    res = train(_net(), X, y, TrainConfig(epochs=8, batch_size=5, early_stopping=2, monitor="train/accuracy",
+                                          monitor_mode="min"), rng=0)
+    acc = [r.train.accuracy for r in res.records if r.epoch >= 1]
+    best, since = math.inf, 0
+    for i, a in enumerate(acc, start=1):
+        best, since = (a, 0) if a < best else (best, since + 1)
+        if since >= 2:
+            break
+    assert res.final.epoch == i
+
+
+def test_an_undefined_monitor_value_is_not_judged():
+    """Under L1 ``layer1/decay_pull`` is undefined (absent): early stopping never counts those epochs."""
+    X, y = _data()
+    res = train(_net(), X, y, TrainConfig(epochs=4, batch_size=5, lmbda=1.0, penalty="l1", early_stopping=1,
+                                          monitor="layer1/decay_pull", monitor_mode="max"))
+    assert res.stop_reason == "completed" and res.final.epoch == 4
 
 
 def test_schedule_halves_eta_after_patience_and_stops_at_floor():
@@ -244,8 +306,9 @@ def test_schedule_halves_eta_after_patience_and_stops_at_floor():
                                           monitor="eval/penalty", min_eta_ratio=0.25),
                 eval_data=(Xe, ye))
     # epoch 1 sets the best; after epochs 3, 5, 7 (two non-improving epochs each) eta is halved;
-    # the third halving gives eta/8 < eta/4: stop after epoch 7
-    assert [r.eta for r in res.records] == [eta, eta, eta, eta / 2, eta / 2, eta / 4, eta / 4]
+    # the third halving gives eta/8 < eta/4: stop after epoch 7. Epoch 0 records the initial eta.
+    assert [r.eta for r in res.records] == [eta, eta, eta, eta, eta / 2, eta / 2, eta / 4, eta / 4]
+    assert res.final.epoch == 7
     assert res.stop_reason == "schedule_floor"
 
 
@@ -254,11 +317,11 @@ def test_schedule_eta_is_used_for_the_steps():
     X, y = _data()
     Xe, ye = _data(12, seed=4)
     net = _net()
-    snaps = [[w.copy() for w in net.weights] + [b.copy() for b in net.biases]]
+    snaps = []  # snaps[e]: the parameters after epoch e (snaps[0]: the initial ones)
     res = train(net, X, y, TrainConfig(eta=0.5, epochs=3, batch_size=30, shuffle=False, schedule_patience=1,
                                        monitor="eval/penalty"),
                 eval_data=(Xe, ye), callbacks=[lambda r: snaps.append([p.copy() for p in net.weights + net.biases])])
-    assert [r.eta for r in res.records] == [0.5, 0.5, 0.25]
+    assert [r.eta for r in res.records] == [0.5, 0.5, 0.5, 0.25]
     # replay epoch 3 from the epoch-2 weights with eta = 0.25
     ref = Network(SIZES, weights=snaps[2][:2], biases=snaps[2][2:])
     gw, gb = ref.backprop(X, np.eye(3)[y])
@@ -269,6 +332,24 @@ def test_schedule_eta_is_used_for_the_steps():
 # ---------------------------------------------------------------------------
 # dtypes and numerical safety
 # ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_all_zero_initial_weights_train_without_divergence(momentum):
+    """||W_start|| = 0: update_ratio and the norm balance are undefined (None, absent), not inf."""
+    X, y = _data()
+    net = Network(SIZES, weights=[np.zeros((8, 5)), np.zeros((3, 8))], biases=[np.zeros(8), np.zeros(3)])
+    res = train(net, X, y, TrainConfig(eta=0.5, epochs=3, batch_size=5, lmbda=1.0, momentum=momentum), rng=0)
+    assert res.stop_reason == "completed" and res.final.epoch == 3
+    first = res.records[1]
+    for stats in first.layers:
+        assert stats.weight_fro > 0  # the weights moved off zero
+        assert (stats.update_ratio, stats.grad_push, stats.decay_to_grad) == (None, None, None)
+        assert stats.decay_pull is not None and stats.decay_pull > 0
+    m = first.to_metrics()
+    assert "layer1/update_ratio" not in m and all(math.isfinite(v) for v in m.values())
+    assert all(s.update_ratio is not None and math.isfinite(s.update_ratio) for s in res.final.layers)
+    assert res.records[0].layers[0].weight_fro == 0.0 and res.records[0].layers[0].rms_vs_fan_in == 0.0
 
 
 @pytest.mark.parametrize("momentum,penalty", [(0.0, "l2"), (0.5, "l1")])
@@ -321,7 +402,7 @@ def test_digits_with_cli_defaults_reaches_90_percent():
 
     res = run(build_parser().parse_args([]), out=io.StringIO())
     assert res.stop_reason == "completed"
-    assert len(res.records) == 30
+    assert [r.epoch for r in res.records] == list(range(31))  # epoch 0 + 30 epochs
     assert res.network.sizes == [64, 30, 10]
     assert res.final.eval.accuracy >= 0.90
 
@@ -336,5 +417,5 @@ def test_mnist_t10k_reaches_92_percent(mnist_t10k_dir):
     res = train(net, data.train.X, data.train.Y,
                 TrainConfig(eta=0.5, epochs=30, batch_size=10, lmbda=5.0, convention="dataset"),
                 eval_data=(data.eval.X, data.eval.Y), rng=0)
-    assert len(res.records) == 30
+    assert res.final.epoch == 30 and len(res.records) == 31  # epoch 0 + 30 epochs
     assert res.final.eval.accuracy >= 0.92
