@@ -191,7 +191,7 @@ def run(config: str, workers: int | None, n_trials: int | None, storage: str | N
     if c.get("COMPLETE", 0) == 0:
         sys.exit(EXIT_NO_COMPLETE)
     if not quiet and not no_tracking:
-        click.echo(f"browse: sweeps ui{' --tracking-uri ' + tracking_uri if tracking_uri else ''}")
+        click.echo(f"browse: sweeps ui {summary.study_name}{' --tracking-uri ' + tracking_uri if tracking_uri else ''}")
 
 
 @main.command()
@@ -347,16 +347,21 @@ def trials(study: str, storage: str | None, tracking_uri: str | None, mlflow_yml
 @click.option("--wide", is_flag=True, help="One row per (trial, epoch), one column per metric.")
 @click.option("--method", type=click.Choice(["auto", "sql", "http", "api"]), default="auto",
               help="How to read histories: the database (sql), the server's bulk route (http), or per run (api).")
+@click.option("--params", "with_params", is_flag=True,
+              help="Add the trial's searched parameters as columns (eta, lmbda, ...; from the runs' MLflow params).")
 @output_option
 @format_option
 def history(study: str, tracking_uri: str | None, mlflow_yml: str | None, metrics: tuple[str, ...], wide: bool,
-            method: str, output: str | None, fmt: str | None) -> None:
-    """Export the per-epoch metrics of every trial of STUDY (long form: run_id, trial, epoch, metric, value)."""
+            method: str, with_params: bool, output: str | None, fmt: str | None) -> None:
+    """Export the per-epoch metrics of every trial of STUDY (long form: run_id, trial, epoch, metric, value).
+
+    Epoch 0 is the initial network, before any training step.
+    """
     from sweeps import query
 
     loc = _locations(None, tracking_uri, mlflow_yml)
     df = query.history(study, tracking_uri=loc.tracking_uri, metrics=list(metrics) or None, wide=wide,
-                       experiment_name=loc.experiment_name(study), method=method)
+                       experiment_name=loc.experiment_name(study), method=method, params=with_params)
     _write_frame(df, output, fmt)
 
 
@@ -451,13 +456,71 @@ def gradcheck(sizes: str, cost: str, activation: str, penalty: str, lmbda: float
         sys.exit(EXIT_NO_COMPLETE)
 
 
+def runs_table_url(base_url: str, experiment_id: str) -> str:
+    """The MLflow UI's runs table of one experiment.
+
+    MLflow 3's UI is a hash-routed single page; ``#/experiments/<id>`` alone opens the experiment's
+    GenAI overview (empty for a sweep), ``#/experiments/<id>/runs`` its runs table (the route
+    ``experimentPageTabRuns`` of MLflow 3.17's UI).
+    """
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def study_experiments(tracking_uri: str, experiment_prefix: str, study: str | None = None) -> list[tuple[str, str]]:
+    """(experiment name, id) of the sweeps experiments in the store, sorted by name: the experiment of
+    ``study`` (none if it does not exist), else every active experiment whose name starts with the prefix.
+    A SQLite store that does not exist yet has none (it is not created here)."""
+    from sweeps.query.database import require_sqlite_file
+
+    try:
+        require_sqlite_file(tracking_uri)
+    except FileNotFoundError:
+        return []
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if study is not None:
+        exp = client.get_experiment_by_name(f"{experiment_prefix}{study}")
+        return [(exp.name, exp.experiment_id)] if exp is not None and exp.lifecycle_stage == "active" else []
+    found: list[tuple[str, str]] = []
+    token = None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        found += [(e.name, e.experiment_id) for e in page if e.name.startswith(experiment_prefix)]
+        token = page.token
+        if not token:
+            return sorted(found)
+
+
+def _echo_links(base_url: str, tracking_uri: str, experiment_prefix: str, study: str | None,
+                request_timeout_s: float) -> None:
+    """Print the runs-table link of the study's experiment (or of every sweeps experiment)."""
+    from sweeps.storage import check_tracking_server, mlflow_http_settings
+
+    try:
+        check_tracking_server(tracking_uri)  # a server that does not answer: no MLflow client retries
+        with mlflow_http_settings(request_timeout_s):
+            found = study_experiments(tracking_uri, experiment_prefix, study)
+    except Exception as err:  # noqa: BLE001 - the links are a convenience: the UI starts anyway
+        click.echo(f"(could not list the experiments: {type(err).__name__}: {err})", err=True)
+        return
+    if study is not None and not found:
+        click.echo(f"no experiment {experiment_prefix}{study!s} in {tracking_uri} yet", err=True)
+    for name, experiment_id in found:
+        click.echo(f"  {name}: {runs_table_url(base_url, experiment_id)}")
+
+
 @main.command()
+@click.argument("study", required=False)
 @tracking_option
 @mlflow_yml_option
 @click.option("--port", type=int, default=5000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
-def ui(tracking_uri: str | None, mlflow_yml: str | None, port: int, host: str) -> None:
+def ui(study: str | None, tracking_uri: str | None, mlflow_yml: str | None, port: int, host: str) -> None:
     """Start the MLflow UI on the configured store (Ctrl-C stops it).
+
+    Prints the link to the runs table of STUDY's experiment (without STUDY: of every sweeps
+    experiment); MLflow 3 otherwise opens an experiment on an empty GenAI overview.
 
     The server runs in its own process group. SIGINT, SIGTERM or SIGHUP sends SIGTERM to that whole
     group (the server and its workers), waits up to 10 s for it to go, then SIGKILLs whatever is
@@ -466,6 +529,7 @@ def ui(tracking_uri: str | None, mlflow_yml: str | None, port: int, host: str) -
     loc = _locations(None, tracking_uri, mlflow_yml)
     if loc.tracking_uri.startswith(("http://", "https://")):
         click.echo(f"the tracking URI is a server already: open {loc.tracking_uri}")
+        _echo_links(loc.tracking_uri, loc.tracking_uri, loc.experiment_prefix, study, loc.request_timeout_s)
         return
     beside = Path(sys.executable).with_name("mlflow")  # the MLflow of this environment first
     exe = str(beside) if beside.exists() else shutil.which("mlflow")
@@ -476,7 +540,10 @@ def ui(tracking_uri: str | None, mlflow_yml: str | None, port: int, host: str) -
     if loc.artifact_location:
         cmd += ["--default-artifact-root", loc.artifact_location]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    click.echo(f"MLflow UI on http://{host}:{port}  (store {loc.tracking_uri})")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard bind is browsed on loopback
+    base_url = f"http://{shown}:{port}"
+    click.echo(f"MLflow UI on {base_url}  (store {loc.tracking_uri})")
+    _echo_links(base_url, loc.tracking_uri, loc.experiment_prefix, study, loc.request_timeout_s)
     import signal
     import time
 

@@ -31,7 +31,10 @@ PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 TRAINING_PARAMS = ("eta", "lmbda", "batch_size", "epochs", "momentum", "penalty", "convention")
 #: Fields of ``network`` a search space may vary.
 NETWORK_PARAMS = ("hidden", "activation", "cost", "init", "dtype")
-SEARCHABLE = TRAINING_PARAMS + NETWORK_PARAMS
+#: Fields of ``data`` a search space may vary. ``n_train``: each trial trains on the first ``n_train``
+#: rows of the ``data.n_train`` rows loaded (nested subsets; the same evaluation set for every trial).
+DATA_PARAMS = ("n_train",)
+SEARCHABLE = TRAINING_PARAMS + NETWORK_PARAMS + DATA_PARAMS
 
 
 class ConfigError(ValueError):
@@ -43,7 +46,12 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    """Which data set and how it is split (``n_eval`` rows are the evaluation set)."""
+    """Which data set and how it is split (``n_eval`` rows are the evaluation set).
+
+    ``n_train`` rows are loaded for training. A ``search_space`` entry ``n_train`` picks, per trial,
+    how many of them it trains on: the first ``n_train`` (a smaller training set is a prefix of a
+    larger one); every value it allows must be in ``[1, data.n_train]``.
+    """
 
     source: Literal["digits", "mnist"] = "digits"
     path: str | None = Field(None, description="mnist: directory holding the IDX files")
@@ -211,6 +219,8 @@ class SweepConfig(_Strict):
                 raise ValueError(f"{key} must be an int or categorical parameter, got type 'float'")
             if key == "hidden" and not isinstance(spec, CategoricalParam):
                 raise ValueError("hidden must be categorical with lists of layer sizes as choices, e.g. [[30], [100]]")
+            if key == "n_train":
+                _check_n_train_spec(spec)
         return v
 
     @model_validator(mode="after")
@@ -221,6 +231,12 @@ class SweepConfig(_Strict):
         if layer and "hidden" not in self.search_space and int(layer.group(1)) > len(self.network.hidden) + 1:
             raise ValueError(f"objective.metric {self.objective.metric!r} names a layer the network does not have "
                              f"(network.hidden {self.network.hidden} gives layer1..layer{len(self.network.hidden) + 1})")
+        n_train = self.search_space.get("n_train")
+        if n_train is not None and max(n_train_values(n_train)) > self.data.n_train:
+            raise ValueError(f"search_space.n_train allows up to {max(n_train_values(n_train))} training rows, but "
+                             f"data.n_train loads {self.data.n_train}: every n_train must be <= data.n_train (each "
+                             f"trial trains on the first n_train of the rows loaded); raise data.n_train or lower "
+                             f"the search space's n_train")
         if self.study.sampler.name == "grid" and any(not isinstance(s, CategoricalParam)
                                                      for s in self.search_space.values()):
             raise ValueError("study.sampler 'grid' needs every search_space entry to be categorical")
@@ -247,6 +263,25 @@ class SweepConfig(_Strict):
         data = self.model_dump()
         data["study"].update(changes)
         return parse_config(data, source="command line")
+
+
+def _check_n_train_spec(spec: Any) -> None:
+    """``n_train`` in a search space: an int range or integer choices, every value >= 1."""
+    if isinstance(spec, FloatParam):
+        raise ValueError("n_train must be an int or categorical parameter, got type 'float'")
+    if isinstance(spec, CategoricalParam):
+        bad = [c for c in spec.choices if isinstance(c, bool) or not isinstance(c, int) or c < 1]
+        if bad:
+            raise ValueError(f"n_train choices must be integers >= 1, got {bad}")
+    elif spec.low < 1:
+        raise ValueError(f"n_train must be >= 1, got low={spec.low}")
+
+
+def n_train_values(spec: "IntParam | CategoricalParam") -> tuple[int, int]:
+    """The smallest and the largest ``n_train`` a search-space entry allows."""
+    if isinstance(spec, CategoricalParam):
+        return min(spec.choices), max(spec.choices)
+    return spec.low, spec.low + (spec.high - spec.low) // spec.step * spec.step
 
 
 # -- YAML -------------------------------------------------------------------------------------

@@ -19,12 +19,27 @@ Trial outcomes (Optuna state / MLflow status / ``reason``):
 A completed trial's ``reason`` says how it ended: ``completed: 15 epochs`` (or ``early_stopping``,
 ``schedule_floor`` after ``completed:``).
 
+Epoch 0: when ``nncore.train`` records the initial network (``record.epoch == 0``, before any
+step), that record goes to MLflow at step 0 (so ``sweeps history`` shows it) and to the trial's
+plots, but **not to Optuna**: intermediate values stay 1-based (step k = after k epochs of
+training), and nothing that counts epochs counts it (``epochs_run``, ``completed: N epochs``, the
+pruners' warm-up steps, the final value).
+
+Early stopping and the learning-rate schedule (``training.early_stopping``,
+``training.schedule_patience``) watch the objective metric in the objective's direction
+(``nncore.TrainConfig(monitor=objective.metric, monitor_mode="max" | "min")``), whatever its name.
+
+``n_train`` (``data.n_train``, or a ``search_space`` entry): the trial trains on the first
+``n_train`` rows of the training rows loaded (:func:`trial_data`): nested subsets, the same
+evaluation set for every trial.
+
 Each trial's NumPy ``Generator`` derives from ``SeedSequence([seed, trial.number])``, so the
 same config and seed give the same metrics whatever worker runs the trial.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import tempfile
@@ -35,7 +50,7 @@ import numpy as np
 import optuna
 
 import nncore
-from nncore.datasets import Dataset
+from nncore.datasets import Dataset, Split
 from nncore.regularizers import convert_lambda, decay_rate
 from sweeps import names, space
 from sweeps.config import DataConfig, SweepConfig
@@ -75,8 +90,43 @@ def load_data(cfg: DataConfig, seed: int) -> Dataset:
                                         seed=seed, shuffle=cfg.shuffle)
 
 
+def trial_data(data: Dataset, n_train: int) -> Dataset:
+    """``data`` with only the first ``n_train`` training rows (views, no copy); eval and test unchanged.
+
+    Every trial of a study gets its training set this way from one loaded data set, so a smaller
+    training set is a prefix of a larger one and all trials share one evaluation set.
+    """
+    if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) or not 1 <= n_train <= data.train.n:
+        raise ValueError(f"n_train must be an int in [1, {data.train.n}] (the training rows loaded, data.n_train), "
+                         f"got {n_train!r}")
+    if n_train == data.train.n:
+        return data
+    train = data.train
+    return dataclasses.replace(data, train=Split(train.X[:n_train], train.Y[:n_train], train.labels[:n_train]))
+
+
+def lmbda_equivalents_exact(n_train: int, batch_size: int) -> bool:
+    """Whether the logged ``lmbda_as_*`` equivalents give the same decay on *every* step.
+
+    The conversions match the per-step decay rate of full batches (``lmbda/n = alpha/m = wd``).
+    With ``n_train % batch_size = m' != 0`` each epoch ends with a partial batch of ``m'`` rows,
+    which ``per_batch`` decays by ``alpha/m'`` (not ``alpha/m``) while ``dataset`` and
+    ``decoupled`` keep ``lmbda/n`` and ``wd``: the ``per_batch`` value is then equivalent to the
+    other two on every step but the last of each epoch (``dataset`` <-> ``decoupled`` stays exact).
+    """
+    return n_train % batch_size == 0
+
+
 def trial_params(cfg: SweepConfig, settings: dict[str, Any], data: Dataset, trial_number: int) -> dict[str, Any]:
-    """Every setting of a trial, flat, as logged to MLflow (suggested and fixed alike)."""
+    """Every setting of a trial, flat, as logged to MLflow (suggested and fixed alike).
+
+    ``data`` is the trial's data set (:func:`trial_data`): ``n_train`` is its training rows.
+    With a penalty: ``decay_rate`` (the per-step rate of a full batch) and ``lmbda_as_dataset``,
+    ``lmbda_as_per_batch``, ``lmbda_as_decoupled`` (the same strength in each convention), with
+    ``lmbda_equivalents_exact`` (:func:`lmbda_equivalents_exact`: False when ``n_train`` is not a
+    multiple of ``batch_size``). The equivalents are left out when ``batch_size > n_train`` (the
+    trial fails before training).
+    """
     n = data.train.n
     m = int(settings["batch_size"])
     params = dict(settings)
@@ -87,15 +137,36 @@ def trial_params(cfg: SweepConfig, settings: dict[str, Any], data: Dataset, tria
         "n_test": data.test.n if data.test else 0,
         "objective.metric": cfg.objective.metric, "objective.direction": cfg.objective.direction,
     })
-    if settings["penalty"] != "none":
+    if settings["penalty"] != "none" and m <= n:
         lm = float(settings["lmbda"])
         conv = settings["convention"]
         params["decay_rate"] = decay_rate(lm, conv, n_train=n, batch_size=m)
         for other in ("dataset", "per_batch", "decoupled"):
             params[f"lmbda_as_{other}"] = convert_lambda(lm, from_convention=conv, to_convention=other,
                                                          n_train=n, batch_size=m)
+        params["lmbda_equivalents_exact"] = lmbda_equivalents_exact(n, m)
     params.update(package_versions())
     return params
+
+
+def monitor_mode(direction: str) -> str:
+    """``nncore.TrainConfig.monitor_mode`` of an objective direction: ``maximize`` -> ``max``, else ``min``."""
+    modes = {"maximize": "max", "minimize": "min"}
+    if direction not in modes:
+        raise ValueError(f"direction must be one of {sorted(modes)}, got {direction!r}")
+    return modes[direction]
+
+
+def final_value(history: list[dict[str, float]], metric: str) -> float:
+    """The objective value of a finished training: ``metric`` at the last epoch (epoch 0 never counts).
+
+    ``history`` holds epochs 1, 2, ...; ValueError when it is empty or its last epoch lacks ``metric``.
+    """
+    if not history:
+        raise ValueError(f"no epoch was trained, so there is no value of {metric!r}")
+    if metric not in history[-1]:
+        raise ValueError(f"the last epoch's record has no value of {metric!r} (undefined for this run)")
+    return history[-1][metric]
 
 
 def _reason_of(exc: BaseException) -> str:
@@ -143,7 +214,12 @@ class Objective:
             settings = space.suggest(trial, cfg)
         except optuna.exceptions.UpdateFinishedTrialError as exc:
             raise TrialAbandoned(f"trial {trial.number} was ended elsewhere before it started: {exc}") from exc
-        params = trial_params(cfg, settings, self.data, trial.number)
+        try:
+            data = trial_data(self.data, int(settings["n_train"]))
+            params = trial_params(cfg, settings, data, trial.number)
+        except Exception as exc:
+            trial.set_user_attr(TRIAL_ATTR_REASON, _reason_of(exc))
+            raise
         run_id = None
         if self.tracker is not None:
             try:
@@ -164,50 +240,59 @@ class Objective:
             except optuna.exceptions.UpdateFinishedTrialError as exc:
                 self._abandon(trial, run_id, [])
                 raise TrialAbandoned(str(exc)) from exc
-        history: list[dict[str, float]] = []
+        history: list[dict[str, float]] = []  # epochs 1, 2, ...: what Optuna sees and what counts
+        logged: list[dict[str, float]] = []  # every record, epoch 0 included: MLflow and the plots
+        steps: list[int] = []  # the epoch number of each row of ``logged``
         net = None
         value: float | None = None
         status: str | None = None
         to_raise: BaseException | None = None
         try:
-            if settings["batch_size"] > self.data.train.n:
-                raise ValueError(f"batch_size must be <= n_train={self.data.train.n}, got {settings['batch_size']}")
+            if settings["batch_size"] > data.train.n:
+                searched = " (searched)" if "n_train" in cfg.search_space else ""
+                raise ValueError(f"batch_size must be <= n_train={data.train.n}{searched}, "
+                                 f"got {settings['batch_size']}")
             init_seq, shuffle_seq = np.random.SeedSequence([cfg.seed, trial.number]).spawn(2)
             net = nncore.Network(params["sizes"], activation=settings["activation"], cost=settings["cost"],
                                  init=settings["init"], dtype=settings["dtype"],
                                  rng=np.random.default_rng(init_seq))
+            metric = cfg.objective.metric
             train_cfg = nncore.TrainConfig(
                 eta=float(settings["eta"]), epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]),
                 lmbda=float(settings["lmbda"]), penalty=settings["penalty"], convention=settings["convention"],
                 momentum=float(settings["momentum"]), shuffle=settings["shuffle"],
                 early_stopping=settings["early_stopping"], schedule_patience=settings["schedule_patience"],
-                monitor=cfg.objective.metric if cfg.objective.metric.endswith("accuracy") else None,
+                monitor=metric, monitor_mode=monitor_mode(cfg.objective.direction),
                 track_gradients=settings["track_gradients"])
-            metric = cfg.objective.metric
 
             def on_epoch(record: nncore.EpochRecord) -> None:
                 values = record.to_metrics()
-                history.append(values)
+                logged.append(values)
+                steps.append(record.epoch)
                 self.interruptible = False
                 if run_id is not None:
                     self.tracker.log_epoch(run_id, values, record.epoch)  # type: ignore[union-attr]
-                trial.report(values[metric], record.epoch)
-                if self._pruner_may_act(record.epoch) and trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at epoch {record.epoch} ({metric}={values[metric]:.6g})")
+                if record.epoch > 0:  # epoch 0 (the initial network) goes to MLflow only
+                    history.append(values)
+                    if metric in values:  # an undefined value (None) is left out of to_metrics()
+                        trial.report(values[metric], record.epoch)
+                    if self._pruner_may_act(record.epoch) and trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned at epoch {record.epoch} "
+                                                 f"({metric}={values.get(metric, float('nan')):.6g})")
                 if self.interrupt_flag():
                     raise Interrupted(f"signal received, stopped after epoch {record.epoch}")
                 self.interruptible = True
 
-            eval_data = (self.data.eval.X, self.data.eval.Y) if self.data.eval is not None else None
+            eval_data = (data.eval.X, data.eval.Y) if data.eval is not None else None
             if self.interrupt_flag():
                 raise Interrupted("signal received before training started")
             self.interruptible = True
             try:
-                result = nncore.train(net, self.data.train.X, self.data.train.Y, train_cfg, eval_data=eval_data,
+                result = nncore.train(net, data.train.X, data.train.Y, train_cfg, eval_data=eval_data,
                                       rng=np.random.default_rng(shuffle_seq), callbacks=[on_epoch])
             finally:
                 self.interruptible = False
-            value = history[-1][metric]
+            value = final_value(history, metric)
             trial.set_user_attr(names.TRIAL_STOP_REASON, result.stop_reason)
             trial.set_user_attr(names.TRIAL_EPOCHS_RUN, len(history))
             state, reason = "COMPLETE", f"completed: {len(history)} epochs ({result.stop_reason})"
@@ -233,7 +318,7 @@ class Objective:
             self._abandon(trial, run_id, history)
             raise TrialAbandoned(str(exc)) from exc
         try:
-            self._finish(trial, run_id, state, reason, net, history, params, status=status)
+            self._finish(trial, run_id, state, reason, net, logged, params, status=status, epochs=steps)
         except TrackingUnavailable as exc:
             lost = f"{names.REASON_LOST_TRACKING}: the run's data could not be delivered ({exc})"
             trial.set_user_attr(TRIAL_ATTR_REASON, lost)
@@ -269,14 +354,18 @@ class Objective:
         return True
 
     def _finish(self, trial: optuna.Trial, run_id: str | None, state: str, reason: str, net: Any,
-                history: list[dict[str, float]], params: dict[str, Any], status: str | None = None) -> None:
-        """Log the trial's artifacts, then end its run with the state and reason (through an outage)."""
+                history: list[dict[str, float]], params: dict[str, Any], status: str | None = None,
+                epochs: list[int] | None = None) -> None:
+        """Log the trial's artifacts, then end its run with the state and reason (through an outage).
+
+        ``history``: every logged record (epoch 0 included), ``epochs`` their epoch numbers.
+        """
         if run_id is None or self.tracker is None:
             return
         try:
             if self.artifacts != "none" and history and state != "FAIL":
                 plots = self.artifacts == "all" or state == "COMPLETE"
-                self._log_artifacts(run_id, net, history, params, plots=plots)
+                self._log_artifacts(run_id, net, history, params, plots=plots, epochs=epochs)
         except Exception as exc:  # noqa: BLE001 - an artifact store failure does not undo the training
             from sweeps.tracking import is_transient
 
@@ -289,7 +378,7 @@ class Objective:
                                 should_stop=self.interrupt_flag)
 
     def _log_artifacts(self, run_id: str, net: Any, history: list[dict[str, float]], params: dict[str, Any], *,
-                       plots: bool) -> None:
+                       plots: bool, epochs: list[int] | None = None) -> None:
         assert self.tracker is not None
         with tempfile.TemporaryDirectory() as tmp:
             tmpdir = Path(tmp)
@@ -306,7 +395,9 @@ class Objective:
             if plots:  # matplotlib needs ~0.2 s a figure: by default only for completed trials
                 from sweeps import plots as figs
 
-                files.append(figs.save_figure(figs.loss_decomposition_figure(history), tmpdir / "loss_decomposition.png"))
-                files.append(figs.save_figure(figs.layer_norms_figure(history), tmpdir / "layer_norms.png"))
+                files.append(figs.save_figure(figs.loss_decomposition_figure(history, epochs=epochs),
+                                              tmpdir / "loss_decomposition.png"))
+                files.append(figs.save_figure(figs.layer_norms_figure(history, epochs=epochs),
+                                              tmpdir / "layer_norms.png"))
             for f in files:
                 self.tracker.log_artifact(run_id, f)

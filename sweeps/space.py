@@ -1,7 +1,9 @@
 """The search space: the only caller of ``trial.suggest_*``.
 
 :func:`suggest` returns the complete settings of one trial: the fixed ``training``
-and ``network`` fields of the config, overridden by the sampled values. Lists
+and ``network`` fields of the config and ``n_train`` (``data.n_train`` unless the space
+samples it: the trial then trains on the first ``n_train`` rows loaded), overridden by
+the sampled values. Lists
 (``hidden`` choices such as ``[30]`` or ``[100, 30]``) are offered to Optuna as
 their JSON text, since Optuna's categorical choices must be scalars.
 """
@@ -28,7 +30,7 @@ def _decode(value: Any) -> Any:
 
 def suggest(trial: optuna.Trial, cfg: SweepConfig) -> dict[str, Any]:
     """Sample every ``search_space`` entry and merge with the fixed settings."""
-    settings: dict[str, Any] = {**cfg.training.model_dump(), **cfg.network.model_dump()}
+    settings: dict[str, Any] = {**cfg.training.model_dump(), **cfg.network.model_dump(), "n_train": cfg.data.n_train}
     for name, spec in cfg.search_space.items():
         if isinstance(spec, FloatParam):
             value: Any = trial.suggest_float(name, spec.low, spec.high, log=spec.log, step=spec.step)

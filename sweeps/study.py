@@ -19,6 +19,7 @@ guarded: raise it from one place). A smaller ``n_trials`` than the study's is re
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,13 +91,23 @@ def prepare_study(cfg: SweepConfig, storage_url: str, *, new_study: bool = False
                                     sampler=build_sampler(cfg), pruner=build_pruner(cfg))
     except optuna.exceptions.DuplicatedStudyError:
         study = load(cfg, storage, name)
+        if study.metric_names is None:  # a study created before its objective was named
+            name_objective(cfg, study)
         ensure_budget(cfg, study)
         return name, study
     study.set_user_attr(names.STUDY_N_TRIALS, names.PREPARING)
+    name_objective(cfg, study)
     study.set_user_attr(names.STUDY_FINGERPRINT, cfg.fingerprint())
     budget = _enqueue_slots(cfg, study, [], cfg.study.n_trials)
     study.set_user_attr(names.STUDY_N_TRIALS, budget)
     return name, study
+
+
+def name_objective(cfg: SweepConfig, study: optuna.Study) -> None:
+    """Name the study's objective after its metric (``study.metric_names``: optuna-dashboard's label)."""
+    with warnings.catch_warnings():  # set_metric_names is "experimental" in Optuna (since 3.2)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([cfg.objective.metric])
 
 
 def _wait_for_budget(study: optuna.Study) -> Any:

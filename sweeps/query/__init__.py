@@ -5,7 +5,8 @@ prefix ``"sweeps/"`` by default) holding one parent run (tags
 ``sweeps.role=study``, ``sweeps.study``) and one child run per Optuna trial
 (tags ``sweeps.role=trial``, ``sweeps.study``, ``sweeps.trial_number``,
 ``sweeps.state``, ``sweeps.reason``; params = hyperparameters; metrics = the
-epoch-record keys of :mod:`nncore.records`, step = epoch, 1-based). The Optuna
+epoch-record keys of :mod:`nncore.records`, step = epoch: 0 for the initial network
+before any step, then 1, 2, ...). The Optuna
 trial carries the child run's id as user attribute ``mlflow_run_id`` and, for
 pruned or failed trials, a ``reason`` user attribute (names: :mod:`sweeps.names`).
 
@@ -20,8 +21,9 @@ Two entry points:
     never collide.
 
 :func:`history`
-    every logged value of every trial run at once, long or wide, read by one of three
-    backends behind one interface (:mod:`sweeps.query.base`; ``method``):
+    every logged value of every trial run at once, long or wide (``params=True``: with
+    the trial's parameters as columns), read by one of three backends behind one
+    interface (:mod:`sweeps.query.base`; ``method``):
 
     ``"sql"`` (:mod:`sweeps.query.database`)
         read-only queries on MLflow's backend database through MLflow's ORM models,
@@ -57,7 +59,7 @@ import pandas as pd
 from sweeps.names import TRIAL_REASON, TRIAL_RUN
 from sweeps.query import client, database, rest
 from sweeps.query.base import HistoryReader, Unsupported
-from sweeps.query.frames import LONG_COLUMNS, attach_final_metrics, finish_long, to_wide, trials_frame
+from sweeps.query.frames import LONG_COLUMNS, attach_final_metrics, attach_params, finish_long, to_wide, trials_frame
 
 __all__ = ["DEFAULT_PREFIX", "LONG_COLUMNS", "METHODS", "READERS", "Unsupported", "experiment_for", "history",
            "trials"]
@@ -162,13 +164,24 @@ def history(
     experiment_name: str | None = None,
     method: str = "auto",
     trials: Sequence[int] | None = None,
+    params: bool | Sequence[str] = False,
 ) -> pd.DataFrame:
     """Per-epoch values of all trial runs of ``study_name``.
 
     Long form (default): columns ``run_id, trial, epoch, metric, value`` (``trial``
     and ``epoch`` int64, ``value`` float64), sorted by (trial, run_id, metric,
     epoch). ``wide=True``: one row per (run_id, trial, epoch), one float column per
-    metric (in the order of ``metrics`` when given, else sorted).
+    metric (in the order of ``metrics`` when given, else sorted). ``epoch`` is the
+    MLflow step: 0 is the initial network (before any step), 1 the first trained epoch.
+
+    ``params`` adds the trial's parameters, one column each after the frame's own, named
+    by their bare names (``eta``, ``lmbda``, ``batch_size``; ``docs/vocabulary.md``) and
+    read from the run's MLflow params: ``True`` the parameters the study searched (its
+    ``search_space``, as logged on the study's parent run: the parameter columns of
+    :func:`trials`; without a parent run, every searchable setting the runs logged), a
+    sequence the MLflow params of those names (any logged param: ``"lmbda_as_per_batch"``,
+    ``"n_train"``, ...). Numbers come back as int64 / float64, other values as text
+    (``hidden``: ``"[30]"``); a run without the param has NaN / None.
 
     ``metrics`` restricts the keys, ``trials`` the trial numbers. Only active runs
     tagged ``sweeps.role=trial`` in the study's experiment are read (never the
@@ -179,6 +192,11 @@ def history(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if isinstance(metrics, str):
         metrics = [metrics]
+    if isinstance(params, str):
+        params = [params]
+    if not isinstance(params, bool) and not (isinstance(params, Sequence)
+                                             and all(isinstance(p, str) for p in params)):
+        raise ValueError(f"params must be a bool or a sequence of parameter names, got {params!r}")
     keys = list(dict.fromkeys(metrics)) if metrics is not None else None
     numbers = sorted({int(n) for n in trials}) if trials is not None else None
     experiment = experiment_name or experiment_for(study_name)
@@ -191,7 +209,26 @@ def history(
                       "MlflowClient.get_metric_history per run (slow)", RuntimeWarning, stacklevel=2)
         raw = READERS["api"](tracking_uri, experiment, keys, numbers)
     long = finish_long(raw)
-    return to_wide(long, keys) if wide else long
+    frame = to_wide(long, keys) if wide else long
+    if params is False:
+        return frame
+    return attach_params(frame, _trial_params(tracking_uri, experiment, params))
+
+
+def _trial_params(uri: str, experiment: str, params: bool | Sequence[str]) -> pd.DataFrame:
+    """``run_id`` and the selected MLflow params of every trial run of ``experiment`` (text)."""
+    mlflow_client = client.make_client(uri)
+    runs = client.search_trial_runs(uri, experiment, mlflow_client) or []
+    if params is True:
+        names = client.searched_names(uri, experiment, mlflow_client)
+        if names is None:
+            from sweeps.config import SEARCHABLE
+
+            logged = {k for r in runs for k in r.data.params}
+            names = [k for k in SEARCHABLE if k in logged]
+    else:
+        names = list(dict.fromkeys(params))  # type: ignore[arg-type]
+    return client.run_params(runs, names)
 
 
 def _choose(method: str, uri: str) -> str:

@@ -8,15 +8,22 @@ and the ``"http"`` backend use to list the trial runs.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
 
-from sweeps.names import TAG_TRIAL_NUMBER
+from sweeps.names import TAG_ROLE, TAG_TRIAL_NUMBER
 from sweeps.query.base import TRIAL_FILTER, as_int, trial_or_missing
 from sweeps.query.frames import raw_frame
 
-__all__ = ["final_metrics", "make_client", "metric_history", "read_history", "runs_and_keys", "search_trial_runs"]
+__all__ = ["final_metrics", "make_client", "metric_history", "read_history", "run_params", "runs_and_keys",
+           "search_trial_runs", "searched_names"]
+
+#: ``search_runs`` filter selecting the study's parent run(s) of an experiment.
+STUDY_FILTER = f"tags.`{TAG_ROLE}` = 'study'"
+#: The parent run's param holding the study's search space (JSON; ``sweeps.runner.study_params``).
+SEARCH_SPACE_PARAM = "search_space"
 
 _SEARCH_PAGE = 1000
 
@@ -42,6 +49,33 @@ def search_trial_runs(uri: str, experiment: str, client: Any = None) -> list[Any
         token = page.token
         if not token:
             return runs
+
+
+def run_params(runs: list[Any], names: list[str]) -> pd.DataFrame:
+    """One row per run: ``run_id`` and the MLflow param ``names`` as logged (text; None where a run
+    lacks one)."""
+    rows = [{"run_id": r.info.run_id, **{k: r.data.params.get(k) for k in names}} for r in runs]
+    return pd.DataFrame(rows, columns=["run_id", *names], dtype=object)
+
+
+def searched_names(uri: str, experiment: str, client: Any = None) -> list[str] | None:
+    """The parameter names the study searched: the keys of the ``search_space`` param of the
+    experiment's parent run(s), in their order; None when no parent run has a readable one."""
+    client = client or make_client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    names: dict[str, None] = {}
+    found = False
+    for run in client.search_runs(experiment_ids=[exp.experiment_id], filter_string=STUDY_FILTER, max_results=100):
+        try:
+            space = json.loads(run.data.params[SEARCH_SPACE_PARAM])
+        except (KeyError, ValueError):  # absent, or truncated by MLflow's param length limit
+            continue
+        if isinstance(space, dict):
+            found = True
+            names.update(dict.fromkeys(map(str, space)))
+    return list(names) if found else None
 
 
 def final_metrics(runs: list[Any]) -> pd.DataFrame:

@@ -5,6 +5,7 @@ operations (``sort_values``, ``drop_duplicates``, ``pivot``, ``merge``).
 * :func:`finish_long`: the latest value per (run, metric, epoch), sorted, with exact dtypes.
 * :func:`to_wide`: one row per (run, epoch), one column per metric.
 * :func:`trials_frame` / :func:`attach_final_metrics`: the frame of :func:`sweeps.query.trials`.
+* :func:`attach_params`: a history frame with the trial's parameters (``history(params=...)``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import pandas as pd
 
 from sweeps.query.base import RAW_COLUMNS
 
-__all__ = ["LONG_COLUMNS", "RAW_COLUMNS", "attach_final_metrics", "empty_raw", "finish_long", "raw_frame",
-           "to_wide", "trials_frame"]
+__all__ = ["LONG_COLUMNS", "RAW_COLUMNS", "attach_final_metrics", "attach_params", "empty_raw", "finish_long",
+           "param_column", "raw_frame", "to_wide", "trials_frame"]
 
 #: Columns of the long form returned by :func:`sweeps.query.history`.
 LONG_COLUMNS = ("run_id", "trial", "epoch", "metric", "value")
@@ -135,3 +136,35 @@ def attach_final_metrics(df: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     values.index = df.index
     return pd.concat([df, values], axis=1)
 
+
+def param_column(text: pd.Series) -> pd.Series:
+    """An MLflow param column (text) typed back: int64 when every value is an integer, float64 when
+    every value is a number (NaN where a run lacks the param), else the text itself (``"[30]"``,
+    ``"sigmoid"``; None where missing)."""
+    present = text.notna()
+    numbers = pd.to_numeric(text.where(present), errors="coerce")
+    if not numbers[present].notna().all():
+        return text.astype(object).where(present, None)
+    if present.all() and text.astype(str).str.fullmatch(r"[+-]?\d+").all():
+        return numbers.astype("int64")
+    return numbers.astype("float64")
+
+
+def attach_params(frame: pd.DataFrame, params: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (a history frame, long or wide) with one column per parameter of ``params``
+    (``run_id`` and one text column per MLflow param, :func:`sweeps.query.client.run_params`),
+    appended after the frame's own columns, matched by ``run_id`` and typed by :func:`param_column`.
+    Parameter columns are bare names (``docs/vocabulary.md``); a name equal to one of the frame's
+    columns is a ValueError.
+    """
+    names = [c for c in params.columns if c != "run_id"]
+    clash = set(names) & set(frame.columns)
+    if clash:
+        raise ValueError(f"parameter names {sorted(clash)} collide with the history frame's own columns")
+    by_run = params.drop_duplicates("run_id").set_index("run_id")
+    out = frame.copy()
+    for name in names:
+        column = by_run[name].reindex(frame["run_id"].to_numpy())
+        column.index = frame.index
+        out[name] = param_column(column.astype(object))
+    return out

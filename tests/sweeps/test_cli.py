@@ -281,12 +281,116 @@ def test_train_with_a_bad_override_exits_2_naming_the_field(sw, cli, tmp_path: P
     assert r.exit_code == 2 and "training.eta" in r.stderr, describe(r)
 
 
+# -- history --------------------------------------------------------------------------------------
+
+def test_history_params_adds_the_searched_parameters(cli, tmp_path: Path) -> None:
+    """A store in the tracker's layout: the parent run logs the search space, each trial run every setting."""
+    import csv
+    import io
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("sweeps/tiny")
+    parent = client.create_run(exp, tags={names.TAG_ROLE: "study"})
+    client.log_batch(parent.info.run_id, params=[Param("search_space", json.dumps({"lmbda": {"type": "float"}}))])
+    for n, lmbda in enumerate((0.25, 4.0)):
+        run = client.create_run(exp, tags={names.TAG_ROLE: "trial", names.TAG_TRIAL_NUMBER: str(n)})
+        client.log_batch(run.info.run_id, params=[Param("lmbda", str(lmbda)), Param("eta", "0.5")],
+                         metrics=[Metric("eval/accuracy", 0.5, 0, e) for e in (0, 1)])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # absolute: MLflow caches its stores by URI within a process
+    r = cli("history", "tiny", "--params", "--tracking-uri", uri)
+    assert r.exit_code == 0, describe(r)
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert list(rows[0]) == ["run_id", "trial", "epoch", "metric", "value", "lmbda"]
+    assert [(row["trial"], row["epoch"], row["lmbda"]) for row in rows] == [
+        ("0", "0", "0.25"), ("0", "1", "0.25"), ("1", "0", "4.0"), ("1", "1", "4.0")]
+    r = cli("history", "tiny", "--wide", "--tracking-uri", uri)
+    assert r.stdout.splitlines()[0] == "run_id,trial,epoch,eval/accuracy"
+
+
 # -- the rest ----------------------------------------------------------------------------------
 
 def test_ui_on_a_tracking_server_starts_nothing(cli) -> None:
     r = cli("ui", "--tracking-uri", "http://127.0.0.1:9")
     assert r.exit_code == 0, describe(r)
     assert r.stdout.strip() == "the tracking URI is a server already: open http://127.0.0.1:9"
+    assert "could not list the experiments" in r.stderr  # a dead server: no link, no wait
+
+
+def _mlflow_ui_bundle() -> list[Path]:
+    import mlflow
+
+    return sorted((Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js").glob("*.js"))
+
+
+def test_runs_table_url_is_a_route_of_the_installed_mlflow_ui() -> None:
+    """Oracle: the route table compiled into the installed MLflow's UI (a hash router)."""
+    from sweeps.cli import runs_table_url
+
+    assert runs_table_url("http://127.0.0.1:5000/", "17") == "http://127.0.0.1:5000/#/experiments/17/runs"
+    bundle = _mlflow_ui_bundle()
+    if not bundle:
+        pytest.skip("this MLflow has no UI bundle")
+    text = "".join(f.read_text(errors="replace") for f in bundle if "main." in f.name) or \
+        "".join(f.read_text(errors="replace") for f in bundle)
+    assert '"/experiments/:experimentId/runs"' in text and "createHashRouter" in text
+
+
+@pytest.fixture
+def ui_store(tmp_path: Path) -> dict[str, str]:
+    """``tmp_path/mlflow.db`` with two sweeps experiments, a deleted one and a foreign one; name -> id."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ids = {name: client.create_experiment(name) for name in ("sweeps/tiny", "sweeps/big", "sweeps/gone", "other")}
+    client.delete_experiment(ids.pop("sweeps/gone"))
+    return ids
+
+
+def test_study_experiments_lists_the_sweeps_experiments(ui_store: dict[str, str], tmp_path: Path) -> None:
+    from sweeps.cli import study_experiments
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert study_experiments(uri, "sweeps/") == [("sweeps/big", ui_store["sweeps/big"]),
+                                                 ("sweeps/tiny", ui_store["sweeps/tiny"])]
+    assert study_experiments(uri, "sweeps/", "tiny") == [("sweeps/tiny", ui_store["sweeps/tiny"])]
+    assert study_experiments(uri, "sweeps/", "gone") == [] and study_experiments(uri, "sweeps/", "nope") == []
+    assert study_experiments(f"sqlite:///{tmp_path / 'absent.db'}", "sweeps/") == []
+    assert not (tmp_path / "absent.db").exists()
+
+
+class _ExitedServer:
+    """Stands in for the ``mlflow server`` process: it has already exited with 0."""
+
+    pid, returncode = 999_999_999, 0
+
+    def __init__(self, cmd: list[str], **_: object) -> None:
+        self.cmd = cmd
+
+    def poll(self) -> int:
+        return 0
+
+
+def test_ui_prints_the_runs_table_link_of_the_study(cli, ui_store: dict[str, str], monkeypatch,
+                                                   tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    monkeypatch.setattr(subprocess, "Popen", _ExitedServer)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's own handlers
+    # absolute: MLflow caches its stores by URI within a process
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    r = cli("ui", "tiny", "--port", "5077")
+    assert r.exit_code == 0, describe(r)
+    tiny = ui_store["sweeps/tiny"]
+    assert r.stdout.splitlines()[1:] == [f"  sweeps/tiny: http://127.0.0.1:5077/#/experiments/{tiny}/runs"]
+    r = cli("ui", "--port", "5077", "--host", "0.0.0.0")  # every sweeps experiment; a wildcard bind: loopback
+    assert r.stdout.splitlines()[1:] == [f"  {name}: http://127.0.0.1:5077/#/experiments/{ui_store[name]}/runs"
+                                         for name in ("sweeps/big", "sweeps/tiny")], describe(r)
+    r = cli("ui", "nope", "--port", "5077")
+    assert len(r.stdout.splitlines()) == 1 and "no experiment sweeps/nope" in r.stderr, describe(r)
 
 
 def test_version_is_the_installed_package_version(cli) -> None:

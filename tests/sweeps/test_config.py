@@ -131,3 +131,31 @@ def test_grid_sampler_needs_categorical_entries(sw, tmp_path: Path) -> None:
         "study": {"sampler": {"name": "grid"}},
         "search_space": {"__replace__": True, "batch_size": {"type": "categorical", "choices": [10, 25]}}}))
     assert cfg.study.sampler.name == "grid"
+
+
+def _n_train_space(spec: dict) -> dict:
+    return {"search_space": {"n_train": spec}}
+
+
+def test_n_train_is_searchable_within_the_rows_loaded(sw, tmp_path: Path) -> None:
+    """data.n_train (300 in the base config) rows are loaded; the space picks prefixes of them."""
+    cfg = load_config(sw.write_config(tmp_path, _n_train_space({"type": "categorical", "choices": [100, 300]})))
+    assert cfg.search_space["n_train"].choices == [100, 300]
+    # an int range whose last step lands on 300 (100, 200, 300) though high is 350
+    cfg = load_config(sw.write_config(tmp_path, _n_train_space({"type": "int", "low": 100, "high": 350,
+                                                                "step": 100})))
+    assert cfg.search_space["n_train"].high == 350
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"type": "categorical", "choices": [100, 301]},
+     ["search_space.n_train allows up to 301", "data.n_train loads 300"]),
+    ({"type": "int", "low": 100, "high": 400}, ["up to 400", "data.n_train loads 300"]),
+    ({"type": "float", "low": 10.0, "high": 100.0}, ["n_train must be an int or categorical", "'float'"]),
+    ({"type": "categorical", "choices": [100, 0.5, True]}, ["n_train choices must be integers >= 1", "[0.5, True]"]),
+    ({"type": "categorical", "choices": [0, 100]}, ["n_train choices must be integers >= 1", "[0]"]),
+    ({"type": "int", "low": 0, "high": 100}, ["n_train must be >= 1", "low=0"]),
+])
+def test_n_train_search_space_errors_name_the_field_and_value(sw, tmp_path: Path, spec: dict, words: list) -> None:
+    msg = config_error(sw, tmp_path, _n_train_space(spec))
+    assert "n_train" in msg and all(w in msg for w in words), msg

@@ -354,3 +354,59 @@ def test_trials_missing_experiment_warns(alpha):
         df = query.trials("alpha", storage=alpha.optuna_uri, tracking_uri=alpha.uri,
                           experiment_name="sweeps/none")
     assert df.columns[-1] == "reason"
+
+
+# ---------------------------------------------------------------------- history(params=...)
+
+
+@pytest.mark.parametrize("method", ["sql", "api"])
+@pytest.mark.parametrize("wide", [False, True])
+def test_history_params_adds_each_trial_s_parameters(alpha, method, wide):
+    """Oracle: the parameters each trial was given (``alpha.params_of``). The alpha parent run logs no
+    search space, so ``params=True`` gives the searchable settings the runs logged."""
+    plain = query.history("alpha", tracking_uri=alpha.uri, method=method, wide=wide)
+    got = query.history("alpha", tracking_uri=alpha.uri, method=method, wide=wide, params=True)
+    assert list(got.columns) == [*plain.columns, "eta", "lmbda", "batch_size"]  # appended, bare names
+    pd.testing.assert_frame_equal(got[list(plain.columns)], plain)  # nothing else changes
+    assert got["eta"].dtype == np.float64 and got["lmbda"].dtype == np.float64
+    assert got["batch_size"].dtype == np.int64
+    for row in got.to_dict("records"):
+        assert {k: row[k] for k in ("eta", "lmbda", "batch_size")} == alpha.params_of[row["trial"]]
+
+
+def test_history_params_by_name_and_absent_ones(alpha):
+    got = query.history("alpha", tracking_uri=alpha.uri, metrics=["train/eta"], params=["lmbda", "nope"])
+    assert list(got.columns) == [*query.LONG_COLUMNS, "lmbda", "nope"]
+    assert got["nope"].isna().all()
+    assert got["lmbda"].tolist() == [alpha.params_of[n]["lmbda"] for n in got["trial"]]
+    assert query.history("alpha", tracking_uri=alpha.uri, params="lmbda", metrics=["train/eta"]).equals(
+        got.drop(columns="nope"))
+    with pytest.raises(ValueError, match="collide with the history frame's own columns"):
+        query.history("alpha", tracking_uri=alpha.uri, params=["trial"])
+    with pytest.raises(ValueError, match="params must be a bool or a sequence"):
+        query.history("alpha", tracking_uri=alpha.uri, params=1)
+
+
+def test_history_params_true_are_the_study_s_searched_parameters(tmp_path):
+    """A sweeps store: the parent run logs the search space (``sweeps.runner.study_params``); the trial runs
+    log every setting, searched or fixed, as text. params=True adds the searched ones, typed back."""
+    import json
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("sweeps/gamma")
+    space = {"lmbda": {"type": "float", "low": 0.01, "high": 10.0}, "hidden": {"type": "categorical",
+                                                                            "choices": [[30], [100]]}}
+    parent = client.create_run(exp, tags={"sweeps.role": "study", "sweeps.study": "gamma"})
+    client.log_batch(parent.info.run_id, params=[Param("search_space", json.dumps(space))])
+    given = {0: (0.125, "[30]"), 1: (3.5, "[100]")}
+    for n, (lmbda, hidden) in given.items():
+        run = client.create_run(exp, tags={"sweeps.role": "trial", "sweeps.trial_number": str(n)})
+        logged = {"eta": 0.5, "lmbda": lmbda, "hidden": hidden, "batch_size": 10}
+        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in logged.items()],
+                         metrics=[Metric("eval/accuracy", 0.1 * e, TS0 + e, e) for e in (0, 1, 2)])
+    got = query.history("gamma", tracking_uri=uri, params=True)
+    assert list(got.columns) == [*query.LONG_COLUMNS, "lmbda", "hidden"]  # not the fixed eta, batch_size
+    assert got["epoch"].tolist() == [0, 1, 2, 0, 1, 2]  # epoch 0 (the initial network) is a row like the others
+    assert got["lmbda"].dtype == np.float64 and got["hidden"].dtype == object
+    assert [(r["lmbda"], r["hidden"]) for r in got.to_dict("records")] == [given[n] for n in got["trial"]]

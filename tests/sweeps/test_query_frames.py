@@ -108,3 +108,27 @@ def test_attach_final_metrics_refuses_colliding_names():
     df = frames.trials_frame(_trial_rows(), [{"eta": 0.1}, {}], 1)
     with pytest.raises(ValueError, match="eta"):
         frames.attach_final_metrics(df, pd.DataFrame({"run_id": ["r0"], "trial": [0], "eta": [0.1]}))
+
+
+def test_param_column_types_mlflow_text_back():
+    ints = frames.param_column(pd.Series(["10", "-3", "250"], dtype=object))
+    assert ints.dtype == np.int64 and ints.tolist() == [10, -3, 250]
+    floats = frames.param_column(pd.Series(["0.1", "10", None, "1e-05"], dtype=object))
+    assert floats.dtype == np.float64
+    assert np.array_equal(floats, [0.1, 10.0, math.nan, 1e-05], equal_nan=True)
+    # one absent value: an integer column cannot hold it, float64 with NaN
+    assert frames.param_column(pd.Series(["10", None], dtype=object)).dtype == np.float64
+    text = frames.param_column(pd.Series(["[30]", "[100, 30]", None], dtype=object))
+    assert text.dtype == object and text.tolist() == ["[30]", "[100, 30]", None]
+    assert frames.param_column(pd.Series(["True", "False"], dtype=object)).tolist() == ["True", "False"]
+
+
+def test_attach_params_matches_by_run_and_refuses_collisions():
+    frame = pd.DataFrame({"run_id": ["a", "b", "a", "z"], "trial": [0, 1, 0, 2], "epoch": [0, 0, 1, 0]})
+    params = pd.DataFrame({"run_id": ["b", "a"], "lmbda": ["2.5", "0.5"], "hidden": ["[30]", "[10]"]}, dtype=object)
+    got = frames.attach_params(frame, params)
+    assert list(got.columns) == ["run_id", "trial", "epoch", "lmbda", "hidden"]
+    assert np.array_equal(got["lmbda"], [0.5, 2.5, 0.5, math.nan], equal_nan=True)
+    assert got["hidden"].tolist() == ["[10]", "[30]", "[10]", None]
+    with pytest.raises(ValueError, match=r"\['epoch'\] collide"):
+        frames.attach_params(frame, pd.DataFrame({"run_id": ["a"], "epoch": ["1"]}))

@@ -64,7 +64,8 @@ def test_settings_are_every_training_and_network_field_with_the_searched_ones_re
     cfg = make_cfg()
     searched = set(CONFIG["search_space"])
     [(trial, settings)] = ask(1, cfg)
-    assert set(settings) == set(TrainingConfig.model_fields) | set(NetworkConfig.model_fields)
+    assert set(settings) == set(TrainingConfig.model_fields) | set(NetworkConfig.model_fields) | {"n_train"}
+    assert settings["n_train"] == CONFIG["data"]["n_train"]  # not searched: every row loaded
     for section in ("training", "network"):
         for key, fixed in getattr(cfg, section).model_dump().items():
             if key not in searched:
@@ -80,7 +81,7 @@ def test_an_empty_search_space_gives_the_fixed_settings_and_asks_nothing():
     cfg = make_cfg(search_space={})
     [(trial, settings)] = ask(1, cfg)
     assert settings == {**TrainingConfig(**CONFIG["training"]).model_dump(),
-                        **NetworkConfig(**CONFIG["network"]).model_dump()}
+                        **NetworkConfig(**CONFIG["network"]).model_dump(), "n_train": 300}
     assert trial.params == {} and trial.distributions == {}
 
 
@@ -146,6 +147,17 @@ def test_a_categorical_of_numbers_keeps_numbers():
     drawn = ask(20, cfg)
     assert {s["batch_size"] for _, s in drawn} <= {10, 25, 50}
     assert all(type(s["batch_size"]) is int and type(s["eta"]) is float for _, s in drawn)
+
+
+def test_n_train_is_searched_like_the_training_fields():
+    cfg = make_cfg(search_space={"n_train": {"type": "int", "low": 50, "high": 300, "step": 50}})
+    drawn = ask(30, cfg)
+    assert drawn[0][0].distributions["n_train"] == IntDistribution(50, 300, step=50)
+    values = {s["n_train"] for _, s in drawn}
+    assert values <= {50, 100, 150, 200, 250, 300} and len(values) > 2
+    assert all(type(s["n_train"]) is int for _, s in drawn)
+    cfg = make_cfg(search_space={"n_train": {"type": "categorical", "choices": [100, 300]}})
+    assert {s["n_train"] for _, s in ask(20, cfg)} == {100, 300}
 
 
 def test_grid_lists_only_categorical_entries_encoded():

@@ -110,6 +110,18 @@ def test_a_new_study_gets_exactly_n_trials_waiting_slots(url):
     assert fresh(url).direction == optuna.study.StudyDirection.MAXIMIZE
 
 
+def test_the_study_names_its_objective_metric(url):
+    """study.metric_names (optuna-dashboard's label) is the objective metric, set at creation; a study
+    created without it (before this was done) gets it on resume."""
+    prepare_study(make_cfg(2), url)
+    assert fresh(url).metric_names == ["eval/accuracy"]
+    loss = make_cfg(2, name="loss", objective={"metric": "eval/data_loss", "direction": "minimize"})
+    optuna.create_study(study_name="loss", storage=url, direction="minimize")  # an unnamed study
+    assert fresh(url, "loss").metric_names is None
+    prepare_study(loss, url)
+    assert fresh(url, "loss").metric_names == ["eval/data_loss"]
+
+
 def test_a_grid_study_enqueues_grid_points_each_once(url):
     cfg = make_cfg(4, grid=True)
     prepare_study(cfg, url)

@@ -56,6 +56,9 @@ def test_ui_serves_the_study_runs(sw, services, tmp_path: Path) -> None:
         exp = get_json(f"{base}/api/2.0/mlflow/experiments/get-by-name?"
                        + urllib.parse.urlencode({"experiment_name": "sweeps/tiny"}))["experiment"]
         assert exp["name"] == "sweeps/tiny"
+        # the printed link opens the runs table of that experiment (MLflow 3's hash route)
+        assert f"  sweeps/tiny: {base}/#/experiments/{exp['experiment_id']}/runs" in \
+            (tmp_path / "ui.log").read_text().splitlines()
         runs = get_json(f"{base}/api/2.0/mlflow/runs/search",
                         {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
         tags = {run["info"]["run_id"]: {t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in runs}
