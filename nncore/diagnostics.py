@@ -866,6 +866,8 @@ def diagnose(history: Sequence[EpochRecord] | Mapping[str, Sequence[float]], fac
     check_instance(facts, "facts", "diagnose", RunFacts, what="an nncore.diagnostics.RunFacts")
     h = _History(history, facts)
     findings = [x for check in _CHECKS for x in check(h)]
+    if any(x.code == DECAY_DOMINATES for x in findings):  # a net at chance level is not overfitting
+        findings = [x for x in findings if x.code != OVERFITTING]
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(findings, key=lambda x: (rank[x.severity], x.code, x.layer or 0))
 

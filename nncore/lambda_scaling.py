@@ -139,7 +139,7 @@ def _message(varies: tuple[str, ...], groups: list[GroupOptimum], spread: dict[s
     others = ", ".join(f"{c} {spread[c]:.2f}" for c in CONVENTIONS if c not in steadiest)
     c0 = steadiest[0]
     values = ", ".join(f"{g.best[c0]:.3g}" for g in groups)
-    keep = f"keep {c0} lambda fixed when {what} changes" if len(steadiest) < len(CONVENTIONS) else \
+    keep = f"keep {c0} lambda fixed when {what} change{'' if len(varies) > 1 else 's'}" if len(steadiest) < len(CONVENTIONS) else \
         "the groups do not tell the conventions apart"
     return (f"Across {len(groups)} groups of {what}, the best lambda moved least in the {names} convention"
             f"{'s' if len(steadiest) > 1 else ''} ({spread[c0]:.2f} decades: {values}; "

@@ -366,6 +366,47 @@ def history(study: str, tracking_uri: str | None, mlflow_yml: str | None, metric
 
 
 @main.command()
+@click.argument("study")
+@tracking_option
+@mlflow_yml_option
+@click.option("--trial", type=click.IntRange(min=0), default=None, help="Explain this trial (its number).")
+@click.option("--run", "run_id", metavar="RUN_ID", default=None, help="Explain this MLflow run of the study.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--method", type=click.Choice(["auto", "sql", "http", "api"]), default="auto",
+              help="How to read the history (as for 'history').")
+def explain(study: str, tracking_uri: str | None, mlflow_yml: str | None, trial: int | None, run_id: str | None,
+            as_json: bool, method: str) -> None:
+    """Say what regularization is doing in STUDY, in plain words with its own numbers.
+
+    Without --trial/--run: every finished trial's finding codes, the best trial's findings, and,
+    when the study tried lambda at several batch sizes or training-set sizes, which lambda
+    convention keeps the best value fixed. With --trial N or --run RUN_ID: that trial's findings.
+    """
+    from rich.console import Console
+
+    from sweeps import diagnostics as dg
+    from sweeps import explain as view
+
+    if trial is not None and run_id is not None:
+        _fail(f"give --trial or --run, not both (got --trial {trial} and --run {run_id})")
+    loc = _locations(None, tracking_uri, mlflow_yml)
+    try:
+        if trial is None and run_id is None:
+            exp: Any = dg.explain_study(study, tracking_uri=loc.tracking_uri,
+                                        experiment_name=loc.experiment_name(study), method=method)
+        else:
+            exp = dg.explain_trial(study, tracking_uri=loc.tracking_uri, experiment_name=loc.experiment_name(study),
+                                   trial=trial, run_id=run_id, method=method)
+    except LookupError as err:
+        _fail(str(err).strip("'\""))
+    if as_json:
+        click.echo(view.to_json(exp))
+        return
+    console = Console(highlight=False, soft_wrap=False)
+    (view.render_trial if isinstance(exp, dg.TrialExplanation) else view.render_study)(exp, console)
+
+
+@main.command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--eta", type=float, default=None, help="Learning rate (default: training.eta).")
 @click.option("--lmbda", type=float, default=None, help="Regularization strength (default: training.lmbda).")

@@ -57,6 +57,10 @@ TAG_TRIAL_NUMBER = "sweeps.trial_number"
 TAG_STATE = "sweeps.state"
 TAG_REASON = "sweeps.reason"
 TAG_ATTEMPT = "sweeps.attempt"
+#: One tag per finding code of the trial (:mod:`sweeps.diagnostics`): ``sweeps.finding.<code>`` = its severity.
+TAG_FINDING_PREFIX = "sweeps.finding."
+#: On a study's parent run: the lambda convention(s) whose best value moved least (:mod:`sweeps.diagnostics`).
+TAG_STEADIEST = "sweeps.lambda_scaling.steadiest"
 TAG_PARENT = "mlflow.parentRunId"
 
 #: Optuna state -> MLflow run status. A trial interrupted by a signal or abandoned after it was

@@ -40,6 +40,8 @@ same config and seed give the same metrics whatever worker runs the trial.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
 import socket
 import tempfile
@@ -55,6 +57,8 @@ from nncore.regularizers import convert_lambda, decay_rate
 from sweeps import names, space
 from sweeps.config import DataConfig, SweepConfig
 from sweeps.tracking import Tracker, TrackingUnavailable, package_versions
+
+_log = logging.getLogger("sweeps.objective")
 
 # Earlier spellings (the names live in sweeps.names).
 STUDY_ATTR_FINGERPRINT, STUDY_ATTR_PARENT_RUN = names.STUDY_FINGERPRINT, names.STUDY_PARENT_RUN
@@ -362,10 +366,16 @@ class Objective:
         """
         if run_id is None or self.tracker is None:
             return
+        diagnosis = self._diagnose(trial.number, history, epochs, params) if state != "FAIL" and history else None
+        if diagnosis is not None:
+            from sweeps.diagnostics import finding_tags
+
+            self.tracker.queue_tags(run_id, finding_tags(diagnosis[1]))  # delivered with the run's end
         try:
             if self.artifacts != "none" and history and state != "FAIL":
                 plots = self.artifacts == "all" or state == "COMPLETE"
-                self._log_artifacts(run_id, net, history, params, plots=plots, epochs=epochs)
+                self._log_artifacts(run_id, net, history, params, plots=plots, epochs=epochs,
+                                    diagnosis=diagnosis[0] if diagnosis is not None else None)
         except Exception as exc:  # noqa: BLE001 - an artifact store failure does not undo the training
             from sweeps.tracking import is_transient
 
@@ -377,12 +387,36 @@ class Objective:
             self.tracker.finish(run_id, state, reason, status=status or run_status(state, reason),
                                 should_stop=self.interrupt_flag)
 
+    @staticmethod
+    def _diagnose(number: int, history: list[dict[str, float]], epochs: list[int] | None,
+                  params: dict[str, Any]) -> tuple[dict[str, Any], list[Any]] | None:
+        """The trial's findings (:mod:`sweeps.diagnostics`): ``(diagnosis.json content, findings)``.
+
+        Never fails the trial: a diagnosis that cannot be made is logged as a warning and skipped.
+        """
+        from sweeps import diagnostics as dg
+
+        try:
+            facts = dg.run_facts(params)
+            findings = dg.diagnose(dg.rows_table(history, epochs if epochs is not None else
+                                                 range(1, len(history) + 1)), facts)
+            return dg.diagnosis_document(number, facts, findings), findings
+        except Exception as exc:  # noqa: BLE001 - a diagnosis is a reading of the trial, not part of it
+            _log.warning("trial %d: no diagnosis (%s: %s)", number, type(exc).__name__, exc)
+            return None
+
     def _log_artifacts(self, run_id: str, net: Any, history: list[dict[str, float]], params: dict[str, Any], *,
-                       plots: bool, epochs: list[int] | None = None) -> None:
+                       plots: bool, epochs: list[int] | None = None, diagnosis: dict[str, Any] | None = None) -> None:
         assert self.tracker is not None
         with tempfile.TemporaryDirectory() as tmp:
             tmpdir = Path(tmp)
             files = []
+            if diagnosis is not None:
+                from sweeps.diagnostics import DIAGNOSIS_ARTIFACT
+
+                path = tmpdir / DIAGNOSIS_ARTIFACT
+                path.write_text(json.dumps(diagnosis, indent=2, allow_nan=False))
+                files.append(path)
             if net is not None:
                 from nncore import io as nnio
 

@@ -59,6 +59,7 @@ __all__ = [
     "LAYER_STEP_STATS",
     "PlotSkippedWarning",
     "history_epochs",
+    "lambda_scaling_figure",
     "layer_norms_figure",
     "loss_decomposition_figure",
     "reference_scales",
@@ -643,6 +644,42 @@ def study_figures(study: "optuna.Study") -> dict[str, Figure]:
 # ---------------------------------------------------------------------------
 # saving
 # ---------------------------------------------------------------------------
+
+
+def lambda_scaling_figure(analysis: Any, *, title: str = "") -> Figure:
+    """The best lambda of each (batch_size, n_train) group, in the three conventions.
+
+    ``analysis`` is a :class:`nncore.lambda_scaling.ScalingAnalysis`. Each convention's optima are
+    drawn relative to their geometric mean over the groups (log y axis), so the steadiest convention
+    is the flattest line at 1, whatever its units; the legend gives each spread (log10 range, in
+    decades) and the labels the optimum's value in that convention.
+    """
+    groups = list(analysis.groups)
+    if not groups:
+        raise ValueError("lambda_scaling_figure: the analysis has no groups")
+    fig, (ax,) = _new_figure(1, 1, panel_width=max(6.0, 1.3 * len(groups) + 2.5), panel_height=4.5)
+    x = np.arange(len(groups))
+    styles = {"dataset": ("tab:blue", "o"), "per_batch": ("tab:orange", "s"), "decoupled": ("tab:green", "^")}
+    for conv, (colour, marker) in styles.items():
+        best = np.array([g.best[conv] for g in groups])
+        rel = best / math.exp(float(np.mean(np.log(best))))
+        steady = " (steadiest)" if conv in analysis.steadiest else ""
+        ax.plot(x, rel, marker=marker, color=colour, lw=2.5 if steady else 1.2,
+                label=f"{conv}: spread {analysis.spread[conv]:.2f} decades{steady}")
+        for xi, yi, b in zip(x, rel, best):
+            ax.annotate(f"{b:.3g}", (xi, yi), textcoords="offset points", xytext=(6, 4), fontsize=7, color=colour)
+    ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
+    _set_log(ax)
+    ax.margins(x=0.08, y=0.12)
+    ax.set_xticks(x, [f"m={g.batch_size}\nn={g.n_train}" for g in groups])
+    ax.set_xlabel("group (batch size m, training-set size n)")
+    ax.set_ylabel("best lambda / its geometric mean")
+    ax.set_title("best lambda per group: a flat line keeps its value when m or n changes", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.subplots_adjust(bottom=0.95 / fig.get_figheight())
+    _suptitle(fig, title)
+    return fig
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:

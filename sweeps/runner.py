@@ -27,6 +27,7 @@ the CLI turns into exit codes.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -49,6 +50,8 @@ from sweeps.storage import Locations, check_tracking_server, mlflow_http_setting
 from sweeps.study import StudyMismatch, counts_of, open_study_storage, outcome, prepare_study  # noqa: F401
 from sweeps.tracking import Tracker, package_versions
 from sweeps.worker import EXIT_STORAGE_UNAVAILABLE, EXIT_TRACKING_UNAVAILABLE, run_worker
+
+_log = logging.getLogger("sweeps.runner")
 
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 #: Seconds the launcher waits for interrupted workers before it kills them.
@@ -376,9 +379,35 @@ def _close_parent(study: optuna.Study, tracker: Tracker, run_id: str, summary: S
             for key, fig in plots.study_figures(study).items():
                 path = plots.save_figure(fig, Path(tmp) / f"{key}.png")
                 tracker.log_artifact(run_id, path, "study_plots")
+    if artifacts != "none":
+        _log_study_diagnosis(study, tracker, run_id)
     status = "KILLED" if summary.interrupted else "FINISHED"
     tracker.client.set_terminated(run_id, status=status)
     tracker.set_tags(run_id, {names.TAG_STATE: "INTERRUPTED" if summary.interrupted else "FINISHED"})
+
+
+def _log_study_diagnosis(study: optuna.Study, tracker: Tracker, run_id: str) -> None:
+    """The study's analysis to its parent run: ``diagnosis.md``, ``lambda_scaling.png`` when it applies,
+    and the tag ``sweeps.lambda_scaling.steadiest``. A failure here is logged, never raised."""
+    from sweeps import diagnostics as dg
+
+    try:
+        exp = dg.explain_study(study.study_name, tracking_uri=tracker.tracking_uri,
+                               experiment_name=tracker.experiment_name)
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+            warnings.simplefilter("ignore")
+            report = Path(tmp) / dg.STUDY_REPORT
+            report.write_text(dg.study_markdown(exp))
+            tracker.log_artifact(run_id, report)
+            if exp.scaling is not None:
+                from sweeps import plots
+
+                path = plots.save_figure(plots.lambda_scaling_figure(exp.scaling, title=study.study_name),
+                                         Path(tmp) / dg.SCALING_PLOT)
+                tracker.log_artifact(run_id, path)
+                tracker.set_tags(run_id, {names.TAG_STEADIEST: ",".join(exp.scaling.steadiest)})
+    except Exception as err:  # noqa: BLE001 - the analysis reads the sweep; it must not fail it
+        _log.warning("study %s: no diagnosis logged (%s: %s)", study.study_name, type(err).__name__, err)
 
 
 # Kept for callers of earlier versions.

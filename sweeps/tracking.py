@@ -320,6 +320,10 @@ class Tracker:
 
         self._until_delivered(deliver, what=f"ending run {run_id}", should_stop=should_stop)
 
+    def queue_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Queue tags for ``run_id``: they go out with its next batch (at the latest with :meth:`finish`)."""
+        self._outbox.setdefault(run_id, _Outbox()).tags.update({k: _param_text(v) for k, v in tags.items()})
+
     def pending_runs(self) -> list[str]:
         """Runs with data not yet accepted by MLflow."""
         return [r for r, box in self._outbox.items() if not box.empty()]

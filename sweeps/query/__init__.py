@@ -61,8 +61,8 @@ from sweeps.query import client, database, rest
 from sweeps.query.base import HistoryReader, Unsupported
 from sweeps.query.frames import LONG_COLUMNS, attach_final_metrics, attach_params, finish_long, to_wide, trials_frame
 
-__all__ = ["DEFAULT_PREFIX", "LONG_COLUMNS", "METHODS", "READERS", "Unsupported", "experiment_for", "history",
-           "trials"]
+__all__ = ["DEFAULT_PREFIX", "FINDING_COLUMNS", "LONG_COLUMNS", "METHODS", "READERS", "Unsupported", "experiment_for",
+           "findings", "history", "trials"]
 
 #: Default prefix of the MLflow experiment name of a study.
 DEFAULT_PREFIX = "sweeps/"
@@ -242,3 +242,32 @@ def _choose(method: str, uri: str) -> str:
     if method == "http" and not is_http:
         raise ValueError(f"method='http' needs an http(s) tracking URI, got {uri!r}")
     return method
+
+
+# --------------------------------------------------------------------------- findings
+
+#: The columns of :func:`findings`.
+FINDING_COLUMNS = ["trial", "run_id", "state", "code", "severity", "layer", "message", "evidence"]
+
+
+def findings(study_name: str, *, tracking_uri: str, experiment_name: str | None = None,
+             method: str = "auto") -> pd.DataFrame:
+    """One row per finding per finished trial of ``study_name`` (:mod:`sweeps.diagnostics`).
+
+    Columns: ``trial``, ``run_id``, ``state``, ``code``, ``severity`` (``warning``/``notice``/``info``),
+    ``layer`` (nullable Int64: the 1-based weight layer of per-layer findings), ``message`` (one
+    sentence with the run's numbers) and ``evidence`` (JSON text). Sorted by trial, then as the
+    findings are ordered (most severe first). The findings are computed from the stored history and
+    the runs' params (one history read): the same as each run's ``diagnosis.json``.
+    """
+    import json
+
+    from sweeps import diagnostics
+
+    exp = diagnostics.explain_study(study_name, tracking_uri=tracking_uri, experiment_name=experiment_name,
+                                    method=method)
+    rows = [{"trial": t.trial, "run_id": t.run_id, "state": t.state, "code": f.code, "severity": f.severity,
+             "layer": f.layer, "message": f.message, "evidence": json.dumps(f.to_dict()["evidence"])}
+            for t in exp.trials for f in t.findings]
+    df = pd.DataFrame(rows, columns=FINDING_COLUMNS)
+    return df.astype({"trial": "int64", "layer": "Int64"})

@@ -579,3 +579,16 @@ def assert_close(got, want, where):
         assert got == pytest.approx(want, rel=1e-6, abs=1e-12), where
     else:
         assert got == want, where
+
+
+def test_a_collapsed_net_is_not_called_overfitting():
+    """decay_dominates (accuracy at chance) silences overfitting, which the same history shows alone."""
+    h = overfit_history(0.60)
+    h["layer1/weight_rms"] = [0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02]  # fell 25x
+    h["layer2/weight_rms"] = [0.6] * 7
+    h["train/decay_factor"] = [None] + [0.01] * 6
+    h["eval/accuracy"] = [0.1, 0.3, 0.62, 0.6, 0.58, 0.56, 0.54]  # chance 1/2 + 0.05 = 0.55 at SIZES
+    found = run(h, sizes=SIZES, lmbda=50.0)
+    assert by_code(found, dg.DECAY_DOMINATES) and not by_code(found, dg.OVERFITTING)
+    alone = run(h, sizes=SIZES, lmbda=0.0)  # no decay: nothing dominates, the gap is overfitting
+    assert not by_code(alone, dg.DECAY_DOMINATES) and by_code(alone, dg.OVERFITTING)

@@ -84,6 +84,8 @@ class RecordingTracker:
         self.params: dict[str, dict[str, Any]] = {}
         self.epochs: dict[str, list[tuple[int, dict[str, float]]]] = {}
         self.ends: dict[str, tuple[str, str]] = {}
+        self.tags: dict[str, dict[str, str]] = {}
+        self.diagnoses: dict[str, dict[str, Any]] = {}
 
     def start_trial(self, parent: str, study: str, number: int, params: dict[str, Any], **_: Any) -> str:
         run_id = f"run-{number}"
@@ -96,16 +98,25 @@ class RecordingTracker:
     def finish(self, run_id: str, state: str, reason: str = "", **_: Any) -> None:
         self.ends[run_id] = (state, reason)
 
+    def queue_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        self.tags.setdefault(run_id, {}).update(tags)
+
     def log_artifact(self, run_id: str, path: Any, artifact_path: str | None = None) -> None:
-        pass
+        from pathlib import Path
+
+        if Path(path).suffix == ".json" and Path(path).name == "diagnosis.json":
+            import json
+
+            self.diagnoses[run_id] = json.loads(Path(path).read_text())
 
 
-def _study(sw, changes: dict[str, Any], n_trials: int, *, tracker: Any = None, sampler: Any = None) -> optuna.Study:
+def _study(sw, changes: dict[str, Any], n_trials: int, *, tracker: Any = None, sampler: Any = None,
+           artifacts: str = "none") -> optuna.Study:
     cfg = parse_config(sw.merge(sw.BASE_CONFIG, changes))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=cfg.objective.direction,
                                 sampler=sampler or optuna.samplers.RandomSampler(seed=0), pruner=build_pruner(cfg))
-    study.optimize(Objective(cfg, load_data(cfg.data, cfg.seed), tracker, None, artifacts="none"), n_trials=n_trials,
+    study.optimize(Objective(cfg, load_data(cfg.data, cfg.seed), tracker, None, artifacts=artifacts), n_trials=n_trials,
                    catch=(ValueError,))
     return study
 
@@ -282,3 +293,44 @@ def test_lambda_equivalents_say_when_per_batch_is_not_exact(sw, batch_size: int,
         factors.append(result.records[-1].to_metrics()["train/decay_factor"])
     assert (factors[0] == pytest.approx(factors[1], rel=1e-12)) is exact, factors
     assert "lmbda_equivalents_exact" not in trial_params(cfg, {**settings, "penalty": "none"}, data, 0)
+
+
+# ------------------------------------------------------------------------------------ diagnosis
+
+
+@pytest.mark.parametrize("artifacts", ["complete", "none"])
+def test_each_trial_sends_its_findings_as_tags_and_diagnosis_json(sw, monkeypatch, artifacts: str) -> None:
+    """The findings recomputed from what was logged (records and params) are the ones sent."""
+    from sweeps import diagnostics as dg
+
+    monkeypatch.setattr("sweeps.plots.save_figure", lambda fig, path: path)  # no PNG rendering needed here
+    tracker = RecordingTracker()
+    study = _study(sw, {**NO_PRUNER, "training": {"lmbda": 5.0}}, 2, tracker=tracker, artifacts=artifacts)
+    for t in study.trials:
+        run_id = t.user_attrs["mlflow_run_id"]
+        logged = tracker.epochs[run_id]
+        facts = dg.run_facts(tracker.params[run_id])
+        expected = dg.diagnose(dg.rows_table([v for _, v in logged], [e for e, _ in logged]), facts)
+        assert expected, "a penalized run always has at least its lambda_conventions finding"
+        assert tracker.tags[run_id] == dg.finding_tags(expected)
+        assert "sweeps.finding.lambda_conventions" in tracker.tags[run_id]
+        if artifacts == "none":
+            assert run_id not in tracker.diagnoses
+        else:
+            doc = tracker.diagnoses[run_id]
+            assert doc["trial"] == t.number and doc["facts"]["lmbda"] == t.params["lmbda"]
+            assert [f["code"] for f in doc["findings"]] == [f.code for f in expected]
+            assert [f["message"] for f in doc["findings"]] == [f.message for f in expected]
+
+
+def test_a_diagnosis_that_cannot_be_made_does_not_fail_the_trial(sw, monkeypatch, caplog) -> None:
+    from sweeps import diagnostics as dg
+
+    def broken(*_: Any) -> None:
+        raise ValueError("no such facts")
+
+    monkeypatch.setattr(dg, "run_facts", broken)
+    tracker = RecordingTracker()
+    study = _study(sw, NO_PRUNER, 1, tracker=tracker)
+    assert study.trials[0].state.name == "COMPLETE" and tracker.tags == {}
+    assert "no diagnosis (ValueError: no such facts)" in caplog.text

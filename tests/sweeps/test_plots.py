@@ -507,3 +507,29 @@ def test_import_after_pyplot_keeps_open_figures() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_lambda_scaling_figure_draws_each_conventions_optima_relative_to_their_geometric_mean():
+    import math
+
+    from nncore.lambda_scaling import lambda_scaling
+
+    lam = [1.0, 4.0, 1.0, 4.0, 2.0, 8.0]
+    m, n = [10, 10, 10, 10, 40, 40], [500, 500, 2000, 2000, 2000, 2000]
+    val = [0.9, 0.95, 0.97, 0.93, 0.91, 0.96]  # best: 4 (10, 500), 1 (10, 2000), 8 (40, 2000)
+    analysis = lambda_scaling(lam, "dataset", m, n, val, maximize=True)
+    from sweeps import plots
+
+    fig = plots.lambda_scaling_figure(analysis, title="t")
+    ax = fig.axes[0]
+    lines = {ln.get_label().split(":")[0]: ln for ln in ax.get_lines() if ":" in ln.get_label()}
+    assert set(lines) == {"dataset", "per_batch", "decoupled"}
+    best = [4.0, 1.0, 8.0]
+    gm = math.exp(sum(math.log(b) for b in best) / 3)
+    assert list(lines["dataset"].get_ydata()) == pytest.approx([b / gm for b in best])
+    per_batch = [4.0 * 10 / 500, 1.0 * 10 / 2000, 8.0 * 40 / 2000]
+    gm = math.exp(sum(math.log(b) for b in per_batch) / 3)
+    assert list(lines["per_batch"].get_ydata()) == pytest.approx([b / gm for b in per_batch])
+    assert ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["m=10\nn=500", "m=10\nn=2000", "m=40\nn=2000"]
+    assert "(steadiest)" in lines[analysis.steadiest[0]].get_label()

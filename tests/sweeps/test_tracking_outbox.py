@@ -418,3 +418,22 @@ def test_longest_call_is_recorded_also_for_failed_calls(env):
     clock.advance(1)
     tracker.log_epoch(run_id, epoch(3), 3)
     assert tracker.longest_call_s == pytest.approx(9.5)
+
+
+def test_queued_tags_go_out_with_the_runs_end_through_an_outage(env):
+    make, clock, client = env
+    tracker = make()
+    run_id = tracker.start_trial("parent", "t", 9, {})
+    client.fail_with = INTERNAL_ERROR
+    tracker.queue_tags(run_id, {"sweeps.finding.decay_negligible": "notice"})
+    assert tracker.pending_runs() == [run_id]
+
+    def recover(seconds: float) -> None:
+        Clock.sleep(clock, seconds)
+        client.fail_with = None
+
+    tracker._sleep = recover
+    tracker.finish(run_id, "COMPLETE", "completed: 3 epochs")
+    run = client.runs[run_id]
+    assert run.tags["sweeps.finding.decay_negligible"] == "notice" and run.tags["sweeps.state"] == "COMPLETE"
+    assert run.status == "FINISHED" and tracker.pending_runs() == []
