@@ -153,28 +153,44 @@ class LayerStats:
         :func:`norm_balance` (``None``: epoch 0, the balance is absent).
         """
         w64 = w.astype(np.float64, copy=False)
-        sq = float(np.einsum("ij,ij->", w64, w64))
-        total = float(w64.sum())
-        mean = total / w64.size
+        return cls.from_sums(
+            sq=float(np.einsum("ij,ij->", w64, w64)), total=float(w64.sum()), l1=float(np.abs(w64).sum()),
+            max_abs=float(np.abs(w64).max()), bias_norm=float(np.linalg.norm(b.astype(np.float64, copy=False))),
+            shape=w.shape, grad_norm=grad_norm, update_ratio=update_ratio, n_weights=n_weights, prev_fro=prev_fro,
+            decay_factor=decay_factor, rounding=rounding)
+
+    @classmethod
+    def from_sums(cls, *, sq: float, total: float, l1: float, max_abs: float, bias_norm: float,
+                  shape: tuple[int, int], grad_norm: float, update_ratio: float | None = None,
+                  n_weights: int | None = None, prev_fro: float | None = None, decay_factor: float | None = None,
+                  rounding: float = 0.0) -> "LayerStats":
+        """The statistics from the float64 reductions of a ``shape`` weight matrix (what :meth:`of` computes).
+
+        ``sq`` = sum w^2, ``total`` = sum w, ``l1`` = sum |w|, ``max_abs`` = max |w|, ``bias_norm`` = ||b||_2;
+        the other arguments as in :meth:`of`. Lets a caller that holds many layers (e.g.
+        :mod:`nncore.population`) compute the reductions in one vectorized pass.
+        """
+        size = shape[0] * shape[1]
+        mean = total / size
         fro = math.sqrt(sq)
-        rms = math.sqrt(sq / w64.size)
+        rms = math.sqrt(sq / size)
         pull, push, ratio = norm_balance(prev_fro, fro, decay_factor, rounding=rounding)
         return cls(
             weight_fro=fro,
-            weight_l1=float(np.abs(w64).sum()),
-            weight_max_abs=float(np.abs(w64).max()),
+            weight_l1=l1,
+            weight_max_abs=max_abs,
             weight_mean=mean,
-            weight_var=max(sq / w64.size - mean * mean, 0.0),
+            weight_var=max(sq / size - mean * mean, 0.0),
             weight_rms=rms,
             weight_sum=total,
-            bias_norm=float(np.linalg.norm(b.astype(np.float64, copy=False))),
+            bias_norm=bias_norm,
             grad_norm=grad_norm,
             update_ratio=update_ratio,
             decay_pull=pull,
             grad_push=push,
             decay_to_grad=ratio,
-            rms_vs_fan_in=rms * math.sqrt(w.shape[1]),
-            rms_vs_n_weights=rms * math.sqrt(w.size if n_weights is None else n_weights),
+            rms_vs_fan_in=rms * math.sqrt(shape[1]),
+            rms_vs_n_weights=rms * math.sqrt(size if n_weights is None else n_weights),
         )
 
     @property

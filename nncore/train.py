@@ -366,7 +366,7 @@ def _improved(value: float, best: float | None, maximize: bool) -> bool:
     return value > best if maximize else value < best
 
 
-def _stops(returned: object) -> bool:
+def stops(returned: object) -> bool:
     """Whether a callback's return value asks to stop: ``True`` or ``numpy.bool_(True)`` only."""
     return returned is True or (isinstance(returned, np.bool_) and bool(returned))
 
@@ -399,40 +399,24 @@ def train(
     X, Y = check_data(network, X, Y, "training")
     n = len(X)
     m = config.batch_size
-    if m > n:
-        raise invalid("batch_size", "TrainConfig", f"an int in the range [1, {n}] for n_train={n} training rows",
-                      m)
+    check_batch_size(m, n)
     Xe = Ye = None
     if eval_data is not None:
         Xe, Ye = check_data(network, eval_data[0], eval_data[1], "evaluation")
-    if rng is None or is_int(rng):
-        rng = np.random.default_rng(0 if rng is None else int(rng))  # type: ignore[arg-type]
-    else:
-        check_instance(rng, "rng", "train", np.random.Generator,
-                       what="a numpy.random.Generator, an int seed or None")
+    rng = as_generator(rng, "train")
     callbacks = list(callbacks)
-    monitor = config.monitor or ("eval/accuracy" if Xe is not None else "train/accuracy")
-    known = metric_names(network.n_layers, has_eval=Xe is not None)
-    if monitor not in known:
-        needs_eval = " (eval/ metrics need eval_data)" if monitor.startswith("eval/") and Xe is None else ""
-        raise invalid("monitor", "TrainConfig", "one of the epoch record's metrics, e.g. 'eval/accuracy', "
-                      f"'train/total_loss', 'layer1/weight_rms'{needs_eval}", monitor)
-    maximize = config.monitor_mode == "max" if config.monitor_mode is not None else monitor.endswith("accuracy")
+    rules = StopRules(config, network.n_layers, has_eval=Xe is not None)
 
     reg = config.regularizer
     sgd = SGD(network, m, reg, config.momentum)
-    eta = float(config.eta)
     result = TrainResult(network=network)
-    best: float | None = None
-    since_best = 0
-    since_change = 0
     n_steps = math.ceil(n / m)
     measure = _Recorder(network, X, Y, Xe, Ye, reg, n, m, config.track_gradients)
 
     if config.record_initial:
-        record = measure(0, eta, None, None, 0, time.perf_counter())
+        record = measure(0, rules.eta, None, None, 0, time.perf_counter())
         result.records.append(record)
-        if any([_stops(cb(record)) for cb in callbacks]):  # a list: every callback sees the record
+        if any([stops(cb(record)) for cb in callbacks]):  # a list: every callback sees the record
             result.stop_reason = "callback"
             return result
 
@@ -440,30 +424,76 @@ def train(
         t0 = time.perf_counter()
         w_start = [w.copy() for w in network.weights]
         order = rng.permutation(n) if config.shuffle else None
+        eta = rules.eta
         decay_factor = sgd.epoch(X, Y, eta, order)
         record = measure(epoch, eta, decay_factor, w_start, n_steps, t0)
         result.records.append(record)
-        if any([_stops(cb(record)) for cb in callbacks]):
+        if any([stops(cb(record)) for cb in callbacks]):
             result.stop_reason = "callback"
             break
-        value = record.to_metrics().get(monitor)
-        if value is None:  # undefined this epoch (e.g. update_ratio of an all-zero layer): not judged
-            continue
-        if _improved(value, best, maximize):
-            best, since_best, since_change = value, 0, 0
-        else:
-            since_best += 1
-            since_change += 1
-        if config.early_stopping is not None and since_best >= config.early_stopping:
-            result.stop_reason = "early_stopping"
+        reason = rules.judge(record)
+        if reason is not None:
+            result.stop_reason = reason
             break
-        if config.schedule_patience is not None and since_change >= config.schedule_patience:
-            eta *= config.schedule_factor
-            since_change = 0
-            if eta < config.eta * config.min_eta_ratio:
-                result.stop_reason = "schedule_floor"
-                break
     return result
+
+
+def check_batch_size(m: int, n: int) -> None:
+    """Refuse a batch size larger than the training set (``TrainConfig`` checks ``m >= 1``)."""
+    if m > n:
+        raise invalid("batch_size", "TrainConfig", f"an int in the range [1, {n}] for n_train={n} training rows",
+                      m)
+
+
+def as_generator(rng: np.random.Generator | int | None, owner: str) -> np.random.Generator:
+    """``rng`` as a Generator: an int seeds a new one, ``None`` means seed 0; anything else is refused."""
+    if rng is None or is_int(rng):
+        return np.random.default_rng(0 if rng is None else int(rng))  # type: ignore[arg-type]
+    check_instance(rng, "rng", owner, np.random.Generator, what="a numpy.random.Generator, an int seed or None")
+    return rng  # type: ignore[return-value]
+
+
+class StopRules:
+    """The monitor-based rules of one run: early stopping and Nielsen's schedule.
+
+    ``eta`` is the step size in effect; :meth:`judge` takes each epoch ``>= 1`` record (after the
+    callbacks) and returns ``"early_stopping"``, ``"schedule_floor"`` or ``None`` (go on), lowering
+    ``eta`` when the schedule says so. Construction validates ``config.monitor`` against the
+    metrics a record can have (``ValueError`` naming it).
+    """
+
+    def __init__(self, config: TrainConfig, n_layers: int, *, has_eval: bool) -> None:
+        monitor = config.monitor or ("eval/accuracy" if has_eval else "train/accuracy")
+        if monitor not in metric_names(n_layers, has_eval=has_eval):
+            needs_eval = " (eval/ metrics need eval_data)" if monitor.startswith("eval/") and not has_eval else ""
+            raise invalid("monitor", "TrainConfig", "one of the epoch record's metrics, e.g. 'eval/accuracy', "
+                          f"'train/total_loss', 'layer1/weight_rms'{needs_eval}", monitor)
+        self.config = config
+        self.monitor = monitor
+        self.maximize = config.monitor_mode == "max" if config.monitor_mode is not None else monitor.endswith("accuracy")
+        self.eta = float(config.eta)
+        self.best: float | None = None
+        self.since_best = 0
+        self.since_change = 0
+
+    def judge(self, record: EpochRecord) -> str | None:
+        config = self.config
+        value = record.to_metrics().get(self.monitor)
+        if value is None:  # undefined this epoch (e.g. update_ratio of an all-zero layer): not judged
+            return None
+        if _improved(value, self.best, self.maximize):
+            self.best, self.since_best, self.since_change = value, 0, 0
+        else:
+            self.since_best += 1
+            self.since_change += 1
+        if config.early_stopping is not None and self.since_best >= config.early_stopping:
+            return "early_stopping"
+        if config.schedule_patience is not None and self.since_change >= config.schedule_patience:
+            self.eta *= config.schedule_factor
+            self.since_change = 0
+            if self.eta < config.eta * config.min_eta_ratio:
+                return "schedule_floor"
+        return None
 
 
 class _Recorder:
@@ -488,12 +518,9 @@ class _Recorder:
                  n_steps: int, t0: float) -> EpochRecord:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             record, bad_layer = self._record(epoch, eta, decay_factor, w_start, n_steps, t0)
-        values = record.to_metrics()  # None (undefined) values are not in here: never divergence
-        bad_keys = [k for k, v in values.items() if not math.isfinite(v) and not k.endswith("/grad_norm")]
-        if bad_keys:
-            when = " (the initial network, before any step)" if epoch == 0 else ""
-            raise DivergenceError(epoch, bad_layer, f"non-finite values in {', '.join(bad_keys[:4])}"
-                                  f"{' ...' if len(bad_keys) > 4 else ''} (eta={eta:g}){when}", record)
+        error = divergence(record, bad_layer)
+        if error is not None:
+            raise error
         self.prev_fro = [ls.weight_fro for ls in record.layers]
         return record
 
@@ -521,7 +548,7 @@ class _Recorder:
                 prev = self.prev_fro[l]
                 update = float(np.linalg.norm((w - w_start[l]).astype(np.float64, copy=False)))
                 ratio = update / prev if prev > 0 else None
-            rounding = 4.0 * (n_steps + math.sqrt(w.size)) * self.eps
+            rounding = balance_rounding(n_steps, w.size, self.eps)
             layers.append(LayerStats.of(w, b, grad_norm, ratio, n_weights=self.n_weights, prev_fro=prev,
                                         decay_factor=f if w_start is not None else None, rounding=rounding))
         if bad_layer is None:
@@ -539,3 +566,23 @@ class _Recorder:
             n_steps=n_steps,
         )
         return record, bad_layer
+
+
+def balance_rounding(n_steps: int, n_weights: int, eps: float) -> float:
+    """The rounding below which a layer's ``grad_push`` is set to 0: ``4 (n_steps + sqrt(#weights)) eps``."""
+    return 4.0 * (n_steps + math.sqrt(n_weights)) * eps
+
+
+def divergence(record: EpochRecord, bad_layer: int | None) -> DivergenceError | None:
+    """The :class:`DivergenceError` for a record with a non-finite loss or weight statistic, else ``None``.
+
+    ``grad_norm`` is not judged; undefined (``None``) values are never divergence.
+    """
+    values = record.to_metrics()  # None (undefined) values are not in here: never divergence
+    bad_keys = [k for k, v in values.items() if not math.isfinite(v) and not k.endswith("/grad_norm")]
+    if not bad_keys:
+        return None
+    epoch = record.epoch
+    when = " (the initial network, before any step)" if epoch == 0 else ""
+    return DivergenceError(epoch, bad_layer, f"non-finite values in {', '.join(bad_keys[:4])}"
+                           f"{' ...' if len(bad_keys) > 4 else ''} (eta={record.eta:g}){when}", record)
