@@ -14,7 +14,8 @@ and ``decoupled`` differ by the constant factor ``m`` and always tie).
 
 The best lambda of a group is only as fine as the lambdas tried there: a grid with factor-2 steps
 cannot show a spread below ``log10(2) = 0.3`` decades between groups whose true optima differ.
-The analysis says how many trials each group had. Groups whose best trial has lambda 0 (no
+The analysis says how many trials each group had, and notes each group whose best lambda is the
+lowest or the highest it tried (the optimum may lie outside the range: widen it). Groups whose best trial has lambda 0 (no
 decay) have no position in log space and are left out, with a note.
 
 Pure NumPy; the sweeps package feeds it from a study's trials (:mod:`sweeps.diagnostics`).
@@ -45,10 +46,11 @@ class GroupOptimum:
     best_value: float
     best: dict[str, float]  # convention -> lambda with the same decay_rate
     decay_rate: float
+    at_edge: str | None = None  # "lowest" / "highest": the best is an end of the lambdas this group tried
 
     def to_dict(self) -> dict:
         return {"batch_size": self.batch_size, "n_train": self.n_train, "n_trials": self.n_trials,
-                "best_value": self.best_value, "decay_rate": self.decay_rate, **{f"best_{c}": v
+                "best_value": self.best_value, "decay_rate": self.decay_rate, "at_edge": self.at_edge, **{f"best_{c}": v
                                                                                   for c, v in self.best.items()}}
 
 
@@ -120,7 +122,16 @@ def lambda_scaling(lmbda: Sequence[float], convention: Sequence[str] | str, batc
             notes.append(f"batch_size={key[0]}, n_train={key[1]}: the best trial had lambda 0 (left out)")
             continue
         best = {"dataset": rate * key[1], "per_batch": rate * key[0], "decoupled": rate}
-        groups.append(GroupOptimum(key[0], key[1], len(sel), float(val[i]), best, rate))
+        tried = sorted({decay_rate(float(lam[j]), str(conv[j]), n_train=key[1], batch_size=key[0]) for j in sel})
+        edge = None
+        if len(tried) > 1 and math.isclose(rate, tried[0], rel_tol=1e-12):
+            edge = "lowest"
+        elif len(tried) > 1 and math.isclose(rate, tried[-1], rel_tol=1e-12):
+            edge = "highest"
+        if edge is not None:
+            notes.append(f"batch_size={key[0]}, n_train={key[1]}: the best lambda is the {edge} tried "
+                         f"(the optimum may lie {'below' if edge == 'lowest' else 'above'} the range)")
+        groups.append(GroupOptimum(key[0], key[1], len(sel), float(val[i]), best, rate, edge))
     if len(groups) < 2:
         return None
     varies = tuple(name for name, vals in (("batch_size", {g.batch_size for g in groups}),

@@ -78,7 +78,8 @@ def test_non_finite_values_are_ignored_and_lambda_zero_groups_are_noted():
     val[3] = 0.0
     out = lambda_scaling(lam, "dataset", m, n, val, maximize=True)
     assert [(g.batch_size, g.n_train, g.best["dataset"]) for g in out.groups] == [(20, 100, 1.0), (20, 200, 4.0)]
-    assert len(out.notes) == 1 and "batch_size=10, n_train=100" in out.notes[0]
+    assert "batch_size=10, n_train=100: the best trial had lambda 0 (left out)" == out.notes[0]
+    assert [g.at_edge for g in out.groups] == ["highest", "lowest"] and len(out.notes) == 3
     assert out.spread["dataset"] == pytest.approx(math.log10(4))
 
 
@@ -112,3 +113,15 @@ def test_to_dict_is_json_ready():
     out = lambda_scaling(lam, "dataset", m, n, val, maximize=True)
     again = json.loads(json.dumps(out.to_dict()))
     assert again["steadiest"] == ["dataset"] and len(again["groups"]) == 2 and "best_per_batch" in again["groups"][0]
+
+
+def test_an_optimum_at_the_edge_of_the_lambdas_tried_is_noted():
+    lam = [1.0, 2.0, 4.0, 1.0, 2.0, 4.0, 1.0, 2.0, 4.0]
+    m = [10] * 9
+    n = [100] * 3 + [200] * 3 + [400] * 3
+    val = [0.9, 0.5, 0.1, 0.5, 0.9, 0.1, 0.1, 0.5, 0.9]  # best: lowest, middle, highest
+    out = lambda_scaling(lam, "dataset", m, n, val, maximize=True)
+    assert [g.at_edge for g in out.groups] == ["lowest", None, "highest"]
+    assert out.notes == ("batch_size=10, n_train=100: the best lambda is the lowest tried (the optimum may lie below "
+                         "the range)", "batch_size=10, n_train=400: the best lambda is the highest tried (the optimum "
+                         "may lie above the range)")

@@ -25,12 +25,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from nncore.records import metric_names
+from nncore.records import EPOCH_CHANGE_FIELDS, metric_names
 
 pytestmark = pytest.mark.slow
 
 N_LAYERS = 2  # hidden [10]: input->hidden, hidden->output
 KEYS = metric_names(N_LAYERS)
+#: Keys absent at epoch 0 (undefined before the first step).
+CHANGE_KEYS = {"train/decay_factor"} | {k for k in KEYS if k.split("/")[-1] in EPOCH_CHANGE_FIELDS}
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 TRIAL_ARTIFACTS = {"network.npz", "network2.json", "loss_decomposition.png", "layer_norms.png"}
 REQUIRED_PARAMS = {"eta", "lmbda", "batch_size", "convention", "n_train", "seed", "trial_number", "version.numpy"}
@@ -128,8 +130,9 @@ def test_every_metric_at_every_epoch(swept) -> None:
         n_epochs = len(t.intermediate_values)
         assert n_epochs >= 1
         assert set(hist) == set(KEYS), set(KEYS) ^ set(hist)
-        for key in KEYS:
-            assert [s for s, _ in hist[key]] == list(range(1, n_epochs + 1)), (t.number, key, hist[key])
+        for key in KEYS:  # epoch 0 (the initial weights) lacks only the keys that describe an epoch's change
+            first = 1 if key in CHANGE_KEYS else 0
+            assert [s for s, _ in hist[key]] == list(range(first, n_epochs + 1)), (t.number, key, hist[key])
         if t.state.name == "COMPLETE":
             assert n_epochs == 3
 
@@ -138,6 +141,8 @@ def test_logged_objective_equals_optuna_intermediate_values(swept) -> None:
     snap = swept["snap_a"]
     for t in snap["trials"]:
         logged = dict(snap["histories"][child_of(snap, t).info.run_id]["eval/accuracy"])
+        assert 0 in logged  # the initial network, at MLflow step 0, never reported to Optuna
+        logged = {e: v for e, v in logged.items() if e >= 1}
         assert logged == t.intermediate_values, t.number
         if t.state.name == "COMPLETE":
             assert t.value == logged[max(logged)]
@@ -258,9 +263,9 @@ def test_status_best_trials_history_exports(sw, resumed) -> None:
     r = sw.run_cli(["history", "tiny", "--wide", "-o", "h.csv"], d)
     assert r.returncode == 0, sw.describe(r)
     h = pd.read_csv(d / "h.csv")
-    assert len(h) == sum(len(t.intermediate_values) for t in trials)
+    assert len(h) == sum(len(t.intermediate_values) + 1 for t in trials)  # + epoch 0
     for t in trials:
-        rows = h[h["trial"] == t.number].sort_values("epoch")
+        rows = h[(h["trial"] == t.number) & (h["epoch"] >= 1)].sort_values("epoch")
         assert rows["epoch"].tolist() == sorted(t.intermediate_values)
         assert rows["eval/accuracy"].tolist() == [t.intermediate_values[e] for e in sorted(t.intermediate_values)]
 
@@ -322,6 +327,6 @@ def test_train_one_run(sw, tmp_path: Path) -> None:
     assert float(run.data.params["eta"]) == 0.5 and float(run.data.params["lmbda"]) == 1.0
     assert run.data.params["epochs"] == "2"
     hist = sw.mlflow_client(tmp_path).get_metric_history(run.info.run_id, "eval/accuracy")
-    assert sorted(m.step for m in hist) == [1, 2]
+    assert sorted(m.step for m in hist) == [0, 1, 2]
     assert set(run.data.metrics) == set(KEYS)
 
