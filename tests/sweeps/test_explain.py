@@ -122,3 +122,63 @@ def test_query_findings_has_one_row_per_finding(swept) -> None:
     layered = df[df["code"] == "norm_equilibrium"]
     assert set(layered["layer"]) == {1, 2}
     assert all(isinstance(json.loads(e), dict) for e in df["evidence"])
+
+
+# -- the three examples of the README's "Answering the classic questions", shrunk to run in seconds ----
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _run_example(sw, tmp_path: Path, name: str, changes: dict[str, Any]) -> str:
+    import yaml
+
+    cfg = sw.merge(yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text()), changes)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = sw.run_cli(["run", str(path), "-q"], tmp_path, env=sw.clean_env())
+    assert proc.returncode == 0, sw.describe(proc)
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_quadratic_cost_example_is_explained_by_the_denominator_trap(sw, tmp_path) -> None:
+    from sweeps import diagnostics as dg
+
+    tracking = _run_example(sw, tmp_path, "quadratic-cost-growth", {"training": {"epochs": 12}})
+    exp = dg.explain_study("quadratic-cost-growth", tracking_uri=tracking)
+    best = max((t for t in exp.trials if t.state == "COMPLETE"), key=lambda t: t.value)
+    [trap] = [f for f in best.findings if f.code == "denominator_trap"]
+    assert trap.evidence["factor"] == pytest.approx(1500 / 297)
+    assert "network2.py" in trap.message and "5.05x" in trap.message
+    collapsed = [t for t in exp.trials if t.facts.lmbda == 10.0]
+    assert [f.code for f in collapsed[0].findings if f.severity == "warning"] == ["decay_dominates"]
+
+
+def test_init_scale_example_shows_layer1_shrinking_from_large_weights(sw, tmp_path, mnist_t10k_dir) -> None:
+    from sweeps import diagnostics as dg
+
+    tracking = _run_example(sw, tmp_path, "init-scale-mnist", {
+        "data": {"path": str(mnist_t10k_dir), "n_train": 1000, "n_eval": 500},
+        "training": {"epochs": 6}})
+    exp = dg.explain_study("init-scale-mnist", tracking_uri=tracking)
+    by_init = {}
+    for t in exp.trials:
+        rms = {f.layer: f.evidence for f in t.findings if f.code == "norm_equilibrium"}
+        by_init[t.trial] = rms
+    large, default = by_init[0], by_init[1]  # the grid's order: large, then default
+    assert large[1]["rms_start"] == pytest.approx(1.0, abs=0.01)  # N(0, 1) at epoch 0
+    assert default[1]["rms_start"] == pytest.approx(1 / 784 ** 0.5, rel=0.05)  # N(0, 1/n_in)
+    assert large[1]["rms_end"] < large[1]["rms_start"] and default[1]["rms_end"] > default[1]["rms_start"]
+
+
+def test_lambda_scaling_example_names_a_convention(sw, tmp_path) -> None:
+    from sweeps import diagnostics as dg
+
+    tracking = _run_example(sw, tmp_path, "lambda-scaling", {
+        "training": {"epochs": 4},
+        "search_space": {"lmbda": {"choices": [0.1, 1.0, 10.0]}, "batch_size": {"choices": [10, 40]}},
+        "study": {"n_trials": 12}})
+    exp = dg.explain_study("lambda-scaling", tracking_uri=tracking)
+    s = exp.scaling
+    assert s is not None and s.varies == ("batch_size", "n_train") and len(s.groups) == 4
+    assert all(g.n_trials == 3 for g in s.groups) and set(s.steadiest) <= {"dataset", "per_batch", "decoupled"}
+    assert min(s.spread.values()) == pytest.approx(s.spread[s.steadiest[0]])
