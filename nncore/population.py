@@ -22,24 +22,33 @@ permutation per epoch (exactly what :func:`train` draws from a Generator seeded 
 member trained alone with that seed sees the same batches. On this machine's NumPy/OpenBLAS the
 arithmetic of every step and measurement is done in the same order as :func:`train` does it, so the
 results are bit for bit equal (the tests check this for every cost, activation, penalty, convention,
-momentum, a partial last batch, float64 and float32); the guaranteed bound, whatever the BLAS, is
-1e-12 relative over a few epochs at step sizes where training is stable. **Long runs at large eta
-are chaotic**: SGD then amplifies a 1e-15 difference (e.g. from a BLAS that rounds a stacked
-product differently) to O(1) after tens of epochs, so only bitwise-equal arithmetic keeps such runs
-identical; at stable step sizes differences stay at rounding level.
+momentum, a partial last batch, members ending at different epochs, float64 and float32). A BLAS
+that rounds a product differently would make them differ at rounding level: the tests bound that
+(forced) case by 1e-12 relative over a few epochs at stable step sizes. **Long runs at large eta are
+chaotic**: SGD then amplifies a 1e-15 difference to O(1) after tens of epochs (measured on digits:
+a 1e-15 change of the initial weights gives 3e-3 relative difference after 30 epochs at eta 3, 1 at
+eta 5, 2e-15 at eta 0.5), so there only bitwise-equal arithmetic keeps the runs identical.
 
 **How.** Weights are stacked ``(K, out, in)``; every step gathers the batch once for all members;
-products run as stacked ``np.matmul`` calls (one BLAS call per member and layer, inside one NumPy
-call), and a layer whose input is the shared batch becomes one ``(K*out, in)`` product where this
-BLAS computes that with the same rounding as the per-member products (checked once per shape
-by :func:`fusable`). Per-member ``eta``, decay and momentum are broadcast vectors; members are
-kept grouped by (momentum, penalty) so each group's update is a few whole-array operations. The
-end-of-epoch measurement (losses, accuracies, weight statistics, full-set gradient norms) runs
-stacked too, in the same chunks and with the same products as :func:`train`'s. Members that end
-are removed from the stack (their arrays are compacted away). Each member's ``Network`` holds
-its current weights whenever its callbacks run and when it ends (callbacks must not modify them:
-changes are not seen by the training). ``epoch_time`` is the member's share of the population's
-wall-clock time for that epoch (the epoch's time divided by the number of members in it).
+products run as stacked ``np.matmul`` calls (one BLAS call per member and layer, with the same
+arguments as train()'s, inside one NumPy call); a product whose input is the shared batch becomes
+one ``(K*out, in)`` product only where this BLAS rounds that exactly like the per-member ones and it
+is faster (checked once per shape by :func:`fusable`). Per-member ``eta``, decay and momentum are
+vectors in the weights' dtype (rounded as train() rounds its Python floats); members are kept
+grouped by (momentum, penalty), so a small layer's update is a few whole-array operations per group,
+and a large one (>= :data:`LOOP_ELEMENTS` weights) is updated member by member from a gradient
+computed just before into a cache-resident scratch. The end-of-epoch measurement (losses,
+accuracies, weight statistics, full-set gradient norms) runs stacked too, in the same chunks and with
+the same products as train()'s. Members that end are removed from the stack (compacted away); the
+last one left runs :class:`nncore.train.SGD` itself. Each member's ``Network`` holds its current
+weights whenever its callbacks run and when it ends (callbacks must not modify them: changes are not
+seen by the training). ``epoch_time`` is the member's share of the population's wall-clock time for
+that epoch (the epoch's time divided by the number of members in it).
+
+**When it pays.** Stacking removes NumPy's per-call overhead, which decides the speed of small
+networks at small batches; it does not reduce the arithmetic. The end-of-epoch measurement over
+the whole training set (losses, and with ``track_gradients`` a full backward pass) costs the same per
+member as in train(), so it bounds the gain (see docs/core.md, "Population training").
 """
 
 from __future__ import annotations
@@ -66,10 +75,14 @@ NETWORK_FIELDS = ("sizes", "activation", "cost", "dtype")
 #: TrainConfig fields every member of a population shares (one batch order, one batch size).
 CONFIG_FIELDS = ("batch_size", "shuffle")
 
-#: Activations (elements) a measurement block may hold per chunk: members are measured a few at a time,
-#: so that a block's arrays stay in cache (the measurement is compute-bound; on digits and MNIST
-#: shapes one member per block was fastest). Chunks are :data:`nncore.train.MEASURE_CHUNK` rows, as in train().
-MEASURE_ELEMENTS = 1 << 16
+#: The measurement is compute-bound and runs in blocks of members. Members whose activations for one
+#: chunk (:data:`nncore.train.MEASURE_CHUNK` rows, as in train()) fit in this many bytes are measured
+#: a few at a time, so that a block's arrays stay in cache (digits: one member per block was fastest) ...
+MEASURE_CACHE_BYTES = 1 << 19
+#: ... larger ones in blocks of this many members, with one fused first-layer product per block where
+#: that rounds like the per-member ones (MNIST [784, 30, 10]: ~25% less measuring time than member
+#: by member); a last, smaller block is measured without fusing (one probe per chunk shape, not per size).
+MEASURE_FUSED_MEMBERS = 8
 
 
 #: A layer with at least this many weights per member is updated member by member with scalar factors
@@ -105,8 +118,8 @@ def _check_members(networks: list[Network], configs: list[TrainConfig]) -> None:
         for i, cfg in enumerate(configs[1:], start=1):
             value = getattr(cfg, field)
             if value != first:
-                raise ValueError(f"{owner}: every member must have the same TrainConfig.{field} (one batch order "
-                                 f"for the population); got {_shown(first)} (member 0) and {_shown(value)} "
+                raise ValueError(f"{owner}: every member must have the same TrainConfig.{field} (one batch size and "
+                                 f"one batch order per population); got {_shown(first)} (member 0) and {_shown(value)} "
                                  f"(member {i})")
 
 
@@ -115,38 +128,52 @@ def _check_members(networks: list[Network], configs: list[TrainConfig]) -> None:
 # ---------------------------------------------------------------------------
 
 
-def fusable(kind: str, k: int, rows: int, n_in: int, cols: int, dtype: np.dtype) -> bool:
-    """Whether one fused product of ``k`` members rounds bit for bit like ``k`` per-member ones, and is faster.
+def fusable(kind: str, k: int, rows: int, n_in: int, cols: int, dtype: np.dtype, *, timed: bool = True) -> bool:
+    """Whether one fused product of ``k`` members rounds bit for bit like ``k`` per-member ones (and is faster).
 
     ``kind="forward"``: ``W (k, rows, n_in) @ x.T`` with ``x (cols, n_in)`` as one ``(k*rows, n_in) @ x.T``;
     ``kind="gradient"``: ``d (k, rows, cols) @ x`` as one ``(k*rows, cols) @ x``. BLAS libraries choose
     their kernels by shape (OpenBLAS has a separate small-matrix kernel, which rounds differently),
-    not by values, so one product of random numbers of that shape tells; then the faster of the two
-    (best of three runs each) is kept. Costs a few products of that shape, once per shape.
+    not by values, so one product of random numbers of that shape tells. ``timed``: also require the
+    fused product to be faster (best of three runs each). The answers are cached for the process.
     """
+    key = (kind, k, rows, n_in, cols, np.dtype(dtype).name, timed)
+    if key not in _FUSABLE:
+        _FUSABLE[key] = k > 1 and _probe(kind, k, rows, n_in, cols, np.dtype(dtype), timed)
+    return _FUSABLE[key]
+
+
+_FUSABLE: dict[tuple, bool] = {}
+
+
+def _probe(kind: str, k: int, rows: int, n_in: int, cols: int, dtype: np.dtype, timed: bool) -> bool:
     rng = np.random.default_rng(20240917)
     block = rng.standard_normal((rows, n_in if kind == "forward" else cols)).astype(dtype)
     x = rng.standard_normal((cols, n_in)).astype(dtype)
     stacked = np.ascontiguousarray(np.tile(block, (k, 1, 1)) * np.arange(1, k + 1, dtype=dtype)[:, None, None])
     if kind == "forward":
         one = np.empty((k, rows, cols), dtype=dtype)
+        fused = np.empty((k * rows, cols), dtype=dtype)
+
         def per_member() -> None:
             np.matmul(stacked, x.T, out=one)
-        fused = np.empty((k * rows, cols), dtype=dtype)
+
         def together() -> None:
             np.matmul(stacked.reshape(k * rows, n_in), x.T, out=fused)
     else:
         one = np.empty((k, rows, n_in), dtype=dtype)
+        fused = np.empty((k * rows, n_in), dtype=dtype)
+
         def per_member() -> None:
             np.matmul(stacked, x, out=one)
-        fused = np.empty((k * rows, n_in), dtype=dtype)
+
         def together() -> None:
             np.matmul(stacked.reshape(k * rows, cols), x, out=fused)
     per_member()
     together()
     if not np.array_equal(one.reshape(fused.shape), fused):
         return False
-    return _best_time(together) < _best_time(per_member)
+    return not timed or _best_time(together) < _best_time(per_member)
 
 
 def _best_time(fn, repeats: int = 3) -> float:
@@ -172,13 +199,12 @@ class _Stack:
     train()'s loop.
     """
 
-    def __init__(self, members: list[int], networks: list[Network], configs: list[TrainConfig], n: int, m: int,
-                 fuse: dict) -> None:
+    def __init__(self, members: list[int], networks: list[Network], configs: list[TrainConfig], n: int,
+                 m: int) -> None:
         self.members = members
         self.networks = networks
         self.configs = configs
         self.n, self.m = n, m
-        self.fuse_cache = fuse
         net = networks[members[0]]
         self.dtype = net.dtype
         self.sizes = net.sizes
@@ -239,12 +265,6 @@ class _Stack:
         self.B = [b[None] for b in net.biases]
         self.single = sgd
 
-    def fused(self, kind: str, k: int, rows: int, n_in: int, cols: int) -> bool:
-        key = (kind, k, rows, n_in, cols, self.dtype.name)
-        if key not in self.fuse_cache:
-            self.fuse_cache[key] = k > 1 and fusable(kind, k, rows, n_in, cols, self.dtype)
-        return self.fuse_cache[key]
-
     def keep(self, positions: list[int]) -> None:
         """Keep only the members at these stack positions (in order): the others stop costing work."""
         if len(positions) == self.size:
@@ -272,7 +292,7 @@ class _Stack:
             return np.array([self.single.epoch(X, Y, float(eta[0]), order)], dtype=np.float64)
         n, m = self.n, self.m
         last = n % m
-        full = [blk.constants(eta, m, self.rate_full) for blk in self.blocks]
+        full = [blk.constants(eta, m, self.rate_full, materialize=True) for blk in self.blocks]
         part = [blk.constants(eta, last, self.rate_last) for blk in self.blocks] if last else full
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for start in range(0, n, m):
@@ -298,9 +318,10 @@ class _Stack:
         return factor
 
 
-#: Bytes of weights and gradients (and velocities) one step block should touch: blocks of members whose
-#: arrays fit in a core's L2 cache together (2 MiB here) keep the memory-bound updates in cache.
-STEP_BYTES = 1 << 24
+#: Bytes of weights and gradients (and velocities) one SGD block may hold: a larger population is stepped
+#: in blocks of members. Since large layers are updated member by member from a cache-resident gradient,
+#: one block for everyone was fastest on digits and MNIST [784, 30, 10] (K <= 64); this only bounds huge ones.
+STEP_BYTES = 1 << 26
 
 
 class _Block:
@@ -326,8 +347,9 @@ class _Block:
         self.gw = [np.empty_like(w) for w in self.W]
         self.gb = [np.empty_like(b) for b in self.B]
         s0, n_in = sizes[1], sizes[0]
-        self.fuse_forward = stack.fused("forward", K, s0, n_in, m)
-        self.fuse_gradient = stack.fused("gradient", K, s0, n_in, m)
+        self.loop = [w[0].size >= LOOP_ELEMENTS for w in self.W]
+        self.fuse_forward = fusable("forward", K, s0, n_in, m, dt)
+        self.fuse_gradient = not self.loop[0] and fusable("gradient", K, s0, n_in, m, dt)
         self.w0_flat = self.W[0].reshape(K * s0, n_in)
         self.a0_flat = self.a[0].reshape(K * s0, m)
         self.gw0_flat = self.gw[0].reshape(K * s0, n_in)
@@ -343,21 +365,35 @@ class _Block:
         flat = [(w.reshape(K, -1), b, gw.reshape(K, -1), gb, v.reshape(K, -1), vb)
                 for w, b, gw, gb, v, vb in zip(self.W, self.B, self.gw, self.gb, V, VB)]
         self.group_views = [[tuple(x[g] for x in layer) for layer in flat] for g, *_ in self.groups]
-        self.loop = [w[0].size >= LOOP_ELEMENTS for w in self.W]
         self.scratch = np.empty(self.W[0][0].size, dtype=dt)
         self.mu = stack.mu
 
-    def constants(self, eta: np.ndarray, mb: int, rate: np.ndarray) -> tuple:
-        """Per-member scalars of one step, in the weights' dtype, as SGD.step rounds its Python floats."""
+    def constants(self, eta: np.ndarray, mb: int, rate: np.ndarray, materialize: bool = False) -> tuple:
+        """Per-member scalars of one step, in the weights' dtype, as SGD.step rounds its Python floats.
+
+        ``materialize``: spell the per-member factors of the small layers' updates out as whole
+        arrays (a broadcast (k, 1) factor is ~1.6x slower per element in NumPy than an array one).
+        """
         dt = self.dtype
         sl = slice(self.b0, self.b1)
         scale = (eta[sl] / mb).astype(dt)
         coef = eta * rate
         per_group = []
-        for _, g, *_ in self.groups:
+        for (_, g, momentum, decay_kind), views in zip(self.groups, self.group_views):
             factor, c, mu = 1.0 - coef[g], coef[g], self.mu[g]  # the L2 factor 1 - eta*d (no momentum), eta*d
-            per_group.append(((factor.astype(dt)[:, None], c.astype(dt)[:, None], mu.astype(dt)[:, None]),
-                              (factor.tolist(), c.tolist(), mu.tolist())))  # Python floats: SGD.step's scalars
+            fv, cv, mv = factor.astype(dt)[:, None], c.astype(dt)[:, None], mu.astype(dt)[:, None]
+            vectors = []
+            for l, (w, *_) in enumerate(views):
+                if self.loop[l]:
+                    vectors.append(None)
+                    continue
+                fl, ml = fv, mv
+                if materialize and not momentum and decay_kind == "l2":
+                    fl = np.ascontiguousarray(np.broadcast_to(fv, w.shape))
+                if materialize and momentum:
+                    ml = np.ascontiguousarray(np.broadcast_to(mv, w.shape))
+                vectors.append((fl, cv, ml, mv))
+            per_group.append((vectors, (factor.tolist(), c.tolist(), mu.tolist())))  # floats: SGD.step's scalars
         return scale[:, None], scale[:, None, None], per_group
 
     def step(self, xb: np.ndarray, yb: np.ndarray, constants: tuple) -> None:
@@ -412,12 +448,12 @@ class _Block:
                         else:
                             gw_p = gw[p]
                         _update(w[p], b[p], gw_p, gb[p], vw[p], vb[p], momentum, decay_kind, factor, coef, mu)
-                else:  # small layers: one broadcast operation for the group
-                    _update(w, b, gw, gb, vw, vb, momentum, decay_kind, *vectors)
+                else:  # small layers: one operation for the group
+                    _update(w, b, gw, gb, vw, vb, momentum, decay_kind, *vectors[l])
 
 
 def _update(w: np.ndarray, b: np.ndarray, gw: np.ndarray, gb: np.ndarray, vw: np.ndarray, vb: np.ndarray,
-            momentum: bool, decay_kind: str, factor, coef, mu) -> None:
+            momentum: bool, decay_kind: str, factor, coef, mu, mu_b=None) -> None:
     """SGD.step's update (the same operations), for one member (scalars) or a group (per-member columns)."""
     if not momentum:
         if decay_kind == "l2":
@@ -434,7 +470,7 @@ def _update(w: np.ndarray, b: np.ndarray, gw: np.ndarray, gb: np.ndarray, vw: np
         elif decay_kind == "l1":
             vw -= coef * np.sign(w)
         w += vw
-        vb *= mu
+        vb *= mu if mu_b is None else mu_b
         vb -= gb
         b += vb
 
@@ -465,8 +501,9 @@ def _measure_set(stack: _Stack, X: np.ndarray, Y: np.ndarray, with_grad: bool) -
     out = _SetMeasure(K)
     if with_grad:
         out.grads = [np.zeros(w.shape, dtype=np.float64) for w in stack.W]
-    per_member = sum(stack.sizes[1:]) * min(n, MEASURE_CHUNK)
-    block = max(1, MEASURE_ELEMENTS // max(per_member, 1))
+    per_member = sum(stack.sizes[1:]) * min(n, MEASURE_CHUNK) * stack.dtype.itemsize  # bytes of activations
+    large = per_member > MEASURE_CACHE_BYTES
+    block = MEASURE_FUSED_MEMBERS if large else max(1, MEASURE_CACHE_BYTES // per_member)
     for b0 in range(0, K, block):
         b1 = min(K, b0 + block)
         W = [w[b0:b1] for w in stack.W]
@@ -478,7 +515,11 @@ def _measure_set(stack: _Stack, X: np.ndarray, Y: np.ndarray, with_grad: bool) -
             a_cols = xb.T
             z = None
             for l in range(L):
-                z = np.matmul(W[l], a_cols)
+                if l == 0 and large and b1 - b0 == block and fusable("forward", block, stack.sizes[1], stack.sizes[0],
+                                                                     len(xb), stack.dtype, timed=False):
+                    z = np.matmul(W[0].reshape(-1, stack.sizes[0]), a_cols).reshape(b1 - b0, stack.sizes[1], -1)
+                else:
+                    z = np.matmul(W[l], a_cols)
                 z += B[l]
                 a_cols = act.softmax(z, axis=1) if stack.acts[l] == "softmax" else act.apply(stack.acts[l], z)
                 acts.append(a_cols)
@@ -565,7 +606,8 @@ class _Recorder:
                 values["update"] = np.sqrt(_dots((w - w_start[l]).astype(np.float64, copy=False)))
             layer_values.append(values)
         out = []
-        for p, k in enumerate(stack.members):
+        n_eval = len(self.Xe) if self.Xe is not None else 0
+        for p in range(K):
             reg = stack.regs[p]
             rate = reg.rate(n, m)
             if rate == 0.0:
@@ -604,7 +646,7 @@ class _Recorder:
                 epoch=epoch,
                 eta=eta[p],
                 train=LossParts.of(tr.loss[p] / n, penalty, int(tr.correct[p]) / n),
-                eval=(LossParts.of(ev.loss[p] / len(self.Xe), penalty, int(ev.correct[p]) / len(self.Xe))  # type: ignore[arg-type]
+                eval=(LossParts.of(ev.loss[p] / n_eval, penalty, int(ev.correct[p]) / n_eval)
                       if ev is not None else None),
                 layers=tuple(layers),
                 decay_factor=df,
@@ -688,10 +730,11 @@ def train_population(
     ended = [False] * K
     n_steps = math.ceil(n / m)
     order_keys = sorted(range(K), key=lambda k: _group_key(configs[k]))  # stable: member order within a group
-    stack = _Stack(order_keys, networks, configs, n, m, fuse={})
+    stack = _Stack(order_keys, networks, configs, n, m)
     recorder = _Recorder(X, Y, Xe, Ye, n, m, net0.dtype)
     with np.errstate(over="ignore", invalid="ignore"):  # huge initial weights: the epoch's check reports them
-        prev_fro = {k: [math.sqrt(s[p]) for s in recorder.squares(stack)] for p, k in enumerate(stack.members)}
+        squares = recorder.squares(stack)  # the initial norms (used when epoch 0 is not recorded)
+    prev_fro = {k: [math.sqrt(sq[p]) for sq in squares] for p, k in enumerate(stack.members)}
 
     def handle(k: int, record: EpochRecord, bad_layer: int | None, epoch: int) -> None:
         """Divergence, callbacks, stopping rules and the epoch budget of member k, as train() orders them."""

@@ -470,7 +470,8 @@ class StopRules:
                           f"'train/total_loss', 'layer1/weight_rms'{needs_eval}", monitor)
         self.config = config
         self.monitor = monitor
-        self.maximize = config.monitor_mode == "max" if config.monitor_mode is not None else monitor.endswith("accuracy")
+        mode = config.monitor_mode
+        self.maximize = mode == "max" if mode is not None else monitor.endswith("accuracy")
         self.eta = float(config.eta)
         self.best: float | None = None
         self.since_best = 0
