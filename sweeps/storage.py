@@ -127,6 +127,20 @@ def resolve_locations(
     )
 
 
+def idle_in_transaction_timeout(heartbeat_interval: float) -> float:
+    """Seconds after which PostgreSQL ends a sweeps connection idle inside a transaction: max(5, interval).
+
+    A worker stopped (SIGSTOP, a suspended laptop) in the middle of a storage call keeps its
+    transaction and its row locks: inserting an intermediate value locks the trial's row (FOR KEY
+    SHARE), and the repair that fails the stale trial (``SELECT ... FOR UPDATE``) would wait for
+    it until the worker wakes up. No sweeps transaction waits on Python work for seconds, so the
+    server may end such a session (its transaction rolls back; the woken worker's storage call fails
+    transiently and is retried, see :class:`RetryingRDBStorage`). Set through the connection's
+    ``options`` unless the URL sets ``options`` itself.
+    """
+    return max(5.0, float(heartbeat_interval))
+
+
 def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                  heartbeat_grace: int = HEARTBEAT_GRACE, stale_trial_callback: Any = None) -> Any:
     """Open an Optuna storage for ``url`` with the settings that make it safe for several workers.
@@ -134,7 +148,9 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
     RDB storages (SQLite, PostgreSQL, MySQL) get Optuna's heartbeat (``heartbeat_interval`` and
     ``heartbeat_grace`` seconds; a RUNNING trial without a heartbeat for longer than the grace is
     failed by :func:`optuna.storages.fail_stale_trials`, which then calls ``stale_trial_callback``)
-    and retry transient database errors (see :class:`RetryingRDBStorage`).
+    and retry transient database errors (see :class:`RetryingRDBStorage`). PostgreSQL connections
+    end a transaction left idle for :func:`idle_in_transaction_timeout` seconds (a stopped worker's
+    locks would otherwise block the repair of its trial).
     """
     import optuna
     from optuna.storages import JournalStorage
@@ -151,6 +167,9 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
         engine_kwargs = {"connect_args": {"timeout": 30}}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
+        if url.startswith("postgresql") and "options=" not in url:
+            ms = int(1000 * idle_in_transaction_timeout(heartbeat_interval))
+            engine_kwargs["connect_args"] = {"options": f"-c idle_in_transaction_session_timeout={ms}"}
     kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
     if heartbeat:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=heartbeat_grace,

@@ -322,3 +322,57 @@ def test_every_retried_method_exists_on_this_optuna():
     from sweeps.storage import _RETRIED_METHODS
 
     assert [m for m in _RETRIED_METHODS if not hasattr(RDBStorage, m)] == []
+
+
+# -- PostgreSQL: a worker stopped inside a transaction --------------------------------------------
+
+def test_idle_in_transaction_timeout_is_at_least_5_s_and_follows_the_heartbeat():
+    from sweeps.storage import idle_in_transaction_timeout
+
+    assert idle_in_transaction_timeout(1) == 5.0 and idle_in_transaction_timeout(20) == 20.0
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_a_worker_stopped_inside_a_transaction_does_not_block_the_repair_of_its_trial():
+    """The stopped worker: a connection of its storage that wrote an intermediate value (the trial's
+    row is then locked FOR KEY SHARE) and issues nothing more, as if SIGSTOPped before its commit.
+    Failing the trial (FOR UPDATE on that row) waits for it without the server-side timeout; with it,
+    PostgreSQL ends the idle session after idle_in_transaction_timeout(interval) seconds."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from sweeps.storage import idle_in_transaction_timeout
+
+    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+    with pg_database() as url:
+        worker = open_storage(url, heartbeat_interval=1, heartbeat_grace=2)
+        study = optuna.create_study(study_name="stopped", storage=worker)
+        tid = worker.get_trial_id_from_study_id_trial_number(study._study_id, study.ask().number)
+        conn = worker.engine.connect()
+        tx = conn.begin()
+        conn.execute(sa.text("INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, "
+                             "intermediate_value_type) VALUES (:t, 1, 0.5, 'FINITE')"), {"t": tid})
+        repairer = open_storage(url, heartbeat_interval=1, heartbeat_grace=2)
+        failed = threading.Event()
+
+        def repair() -> None:
+            repairer.set_trial_state_values(tid, TrialState.FAIL)
+            failed.set()
+
+        started = time.monotonic()
+        threading.Thread(target=repair, daemon=True).start()
+        try:
+            assert failed.wait(idle_in_transaction_timeout(1) + 20), "the repair waited for the stopped worker"
+            waited = time.monotonic() - started
+            assert waited >= 1.0, "the trial's row was not locked: the test exercised nothing"
+            assert repairer.get_trial(tid).state == TrialState.FAIL
+        finally:
+            try:
+                tx.rollback()
+            except Exception:  # noqa: BLE001 - the server ended this session: that is the point
+                pass
+            conn.close()
+            worker.engine.dispose()
+            repairer.engine.dispose()
