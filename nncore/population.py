@@ -56,7 +56,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -137,6 +137,11 @@ def fusable(kind: str, k: int, rows: int, n_in: int, cols: int, dtype: np.dtype,
     not by values, so one product of random numbers of that shape tells. ``timed``: also require the
     fused product to be faster (best of three runs each). The answers are cached for the process.
     """
+    if kind == "gradient":
+        # Not fused: a step using the fused gradient was seen to differ from train() by 1 ulp (digits
+        # [64, 10, 10], batch 25, momentum 0.3, K=2) although the probe's products were bitwise equal;
+        # until that is understood, exactness wins over the speed-up.
+        return False
     key = (kind, k, rows, n_in, cols, np.dtype(dtype).name, timed)
     if key not in _FUSABLE:
         _FUSABLE[key] = k > 1 and _probe(kind, k, rows, n_in, cols, np.dtype(dtype), timed)
@@ -671,6 +676,7 @@ def train_population(
     eval_data: tuple[np.ndarray, np.ndarray] | None = None,
     rng: np.random.Generator | int | None = None,
     callbacks: Sequence[Iterable[Callback]] | None = None,
+    on_end: Callable[[int, TrainResult | Exception], None] | None = None,
 ) -> list[TrainResult | Exception]:
     """Train every network in place, at once; return one result per member, in member order.
 
@@ -680,6 +686,11 @@ def train_population(
     ``rng``: the Generator (or seed; ``None``: 0) that draws the one batch order of every epoch.
     ``callbacks``: ``None`` or one iterable of callbacks per member, called with that member's records
     exactly as :func:`~nncore.train.train` calls them.
+    ``on_end``: ``None`` or ``on_end(i, result)``, called once per member as soon as its end is decided
+    (after its last record went through its callbacks; members ending in one epoch in member order),
+    with the item that the returned list will hold for it; the member's Network then holds its final
+    weights. A tuner tells a trial's outcome from here without waiting for the rest of the population.
+    What it raises propagates out of ``train_population`` (the population stops there).
 
     Returns a list whose item ``i`` is member ``i``'s :class:`~nncore.train.TrainResult` or the
     ``Exception`` that ended it (its :class:`~nncore.train.DivergenceError`, or what one of its callbacks
@@ -713,6 +724,8 @@ def train_population(
             raise invalid("callbacks", owner, f"None or a sequence of {K} iterables of callbacks (one per network)",
                           callbacks)
         member_callbacks = [list(cbs) for cbs in callbacks]
+    if on_end is not None and not callable(on_end):
+        raise invalid("on_end", owner, "None or a callable on_end(member_index, result)", on_end)
     _check_members(networks, configs)
 
     net0 = networks[0]
@@ -736,7 +749,7 @@ def train_population(
         squares = recorder.squares(stack)  # the initial norms (used when epoch 0 is not recorded)
     prev_fro = {k: [math.sqrt(sq[p]) for sq in squares] for p, k in enumerate(stack.members)}
 
-    def handle(k: int, record: EpochRecord, bad_layer: int | None, epoch: int) -> None:
+    def decide(k: int, record: EpochRecord, bad_layer: int | None, epoch: int) -> None:
         """Divergence, callbacks, stopping rules and the epoch budget of member k, as train() orders them."""
         error = divergence(record, bad_layer)
         if error is not None:
@@ -761,6 +774,11 @@ def train_population(
             result.stop_reason, ended[k] = reason, True
         elif epoch == configs[k].epochs:
             ended[k] = True  # "completed"
+
+    def handle(k: int, record: EpochRecord, bad_layer: int | None, epoch: int) -> None:
+        decide(k, record, bad_layer, epoch)
+        if ended[k] and on_end is not None:
+            on_end(k, results[k])
 
     def compact() -> bool:
         keep = [p for p, k in enumerate(stack.members) if not ended[k]]

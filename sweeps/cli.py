@@ -98,6 +98,9 @@ def validate(config: str) -> None:
               help="Worker processes (each one BLAS thread). Default: the config's study.workers.")
 @click.option("--n-trials", type=click.IntRange(min=1), default=None,
               help="Total trials the study should have (finished ones count). Default: study.n_trials.")
+@click.option("--population", type=click.IntRange(min=1, max=1024), default=None,
+              help="Trials each worker takes and trains at once, in one vectorized pass per structure (needs "
+                   "training.batch_order: common). Default: the config's study.population (1).")
 @storage_option
 @tracking_option
 @mlflow_yml_option
@@ -110,11 +113,18 @@ def validate(config: str) -> None:
                    "Default: trial_artifacts in mlflow.yml, else complete.")
 @click.option("--no-artifacts", is_flag=True, help="Same as --artifacts none (the study plots are skipped too).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; print only the final summary line.")
-def run(config: str, workers: int | None, n_trials: int | None, storage: str | None, tracking_uri: str | None,
+def run(config: str, workers: int | None, n_trials: int | None, population: int | None, storage: str | None,
+        tracking_uri: str | None,
         mlflow_yml: str | None, new_study: bool, no_tracking: bool, artifacts: str | None, no_artifacts: bool,
         quiet: bool) -> None:
     """Run (or resume) the sweep described by CONFIG until it has n_trials finished trials."""
     cfg = _config(config)
+    if population is not None:
+        try:
+            cfg = cfg.with_overrides(population=population)
+        except ConfigError as err:
+            _fail(str(err).replace("invalid sweep config (command line)", "invalid --population"))
+            return
     loc = _locations(storage, tracking_uri, mlflow_yml, cfg)
     import optuna
     from mlflow.exceptions import MlflowException

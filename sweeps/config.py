@@ -98,6 +98,10 @@ class TrainingConfig(_Strict):
     early_stopping: int | None = Field(None, ge=1)
     schedule_patience: int | None = Field(None, ge=1)
     track_gradients: bool = True
+    #: ``common``: every trial's batches come in one order per epoch, drawn from the study seed alone
+    #: (common random numbers; needed for populations); ``per_trial``: each trial draws its own order
+    #: from ``(seed, trial number)`` (the order of studies created before populations existed).
+    batch_order: Literal["common", "per_trial"] = "common"
 
     @field_validator("eta", "lmbda", "momentum")
     @classmethod
@@ -188,6 +192,9 @@ class StudyConfig(_Strict):
     heartbeat_grace: int = Field(120, ge=2, le=86400,
                                  description="seconds without a heartbeat after which a trial is failed and retried")
     max_retries: int = Field(3, ge=0, le=100, description="retries of a trial lost to an infrastructure fault")
+    population: int = Field(1, ge=1, le=1024,
+                            description="trials a worker takes and trains at once (one population per structure); "
+                                        "1: one trial at a time")
 
     @model_validator(mode="after")
     def _grace_covers_beats(self) -> "StudyConfig":
@@ -237,6 +244,10 @@ class SweepConfig(_Strict):
                              f"data.n_train loads {self.data.n_train}: every n_train must be <= data.n_train (each "
                              f"trial trains on the first n_train of the rows loaded); raise data.n_train or lower "
                              f"the search space's n_train")
+        if self.study.population > 1 and self.training.batch_order != "common":
+            raise ValueError(f"study.population {self.study.population} needs training.batch_order 'common' (the "
+                             f"members of a population share one batch order), got 'per_trial'; set "
+                             f"study.population: 1 or training.batch_order: common")
         if self.study.sampler.name == "grid" and any(not isinstance(s, CategoricalParam)
                                                      for s in self.search_space.values()):
             raise ValueError("study.sampler 'grid' needs every search_space entry to be categorical")
@@ -244,13 +255,20 @@ class SweepConfig(_Strict):
 
     # -- derived ------------------------------------------------------------
     def fingerprint(self) -> str:
-        """SHA-256 over what makes trials comparable: search space, objective, direction, fixed settings."""
+        """SHA-256 over what makes trials comparable: search space, objective, direction, fixed settings.
+
+        ``training.batch_order`` enters only when it is ``common``: a ``per_trial`` config has the
+        fingerprint that the same config had before the field existed, so old studies resume with it.
+        """
+        training = self.training.model_dump()
+        if training["batch_order"] == "per_trial":
+            del training["batch_order"]
         payload = {
             "search_space": {k: v.model_dump() for k, v in sorted(self.search_space.items())},
             "objective": self.objective.model_dump(),
             "data": self.data.model_dump(exclude={"cache_dir"}),
             "network": self.network.model_dump(),
-            "training": self.training.model_dump(),
+            "training": training,
             "seed": self.seed,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

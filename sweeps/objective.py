@@ -33,13 +33,18 @@ Early stopping and the learning-rate schedule (``training.early_stopping``,
 ``n_train`` rows of the training rows loaded (:func:`trial_data`): nested subsets, the same
 evaluation set for every trial.
 
-Each trial's NumPy ``Generator`` derives from ``SeedSequence([seed, trial.number])``, so the
-same config and seed give the same metrics whatever worker runs the trial.
+Each trial's initial weights derive from ``SeedSequence([seed, trial.number])``; its batch order
+(``training.batch_order``) from ``SeedSequence([seed, 0xBA7C])`` (``common``: epoch e has the same
+permutation in every trial) or from the trial's own sequence (``per_trial``). So the same config and
+seed give the same metrics whatever worker runs the trial, alone or in a population
+(:meth:`Objective.population`: several claimed trials trained with ``nncore.train_population``,
+through the same phases as one trial).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -53,6 +58,7 @@ import optuna
 
 import nncore
 from nncore.datasets import Dataset, Split
+from nncore.population import population_key
 from nncore.regularizers import convert_lambda, decay_rate
 from sweeps import names, space
 from sweeps.config import DataConfig, SweepConfig
@@ -63,6 +69,11 @@ _log = logging.getLogger("sweeps.objective")
 # Earlier spellings (the names live in sweeps.names).
 STUDY_ATTR_FINGERPRINT, STUDY_ATTR_PARENT_RUN = names.STUDY_FINGERPRINT, names.STUDY_PARENT_RUN
 TRIAL_ATTR_RUN, TRIAL_ATTR_REASON, TRIAL_ATTR_WORKER = names.TRIAL_RUN, names.TRIAL_REASON, names.TRIAL_WORKER
+
+
+#: Mixed into the study seed for the ``common`` batch order: ``SeedSequence([seed, 0xBA7C])`` draws epoch e's
+#: permutation for every trial (a trial's own streams come from ``SeedSequence([seed, trial number])``).
+BATCH_ORDER_STREAM = 0xBA7C
 
 
 class Interrupted(KeyboardInterrupt):
@@ -178,6 +189,26 @@ def _reason_of(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+@dataclasses.dataclass(eq=False)
+class TrialRun:
+    """One trial while it runs: its settings, data, params, MLflow run, network and what it logged."""
+
+    trial: optuna.Trial
+    settings: dict[str, Any]
+    data: Dataset
+    params: dict[str, Any]
+    run_id: str | None
+    net: Any = None
+    train_cfg: Any = None
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)  # epochs 1, 2, ...: Optuna's
+    logged: list[dict[str, float]] = dataclasses.field(default_factory=list)  # every record: MLflow, plots
+    steps: list[int] = dataclasses.field(default_factory=list)  # the epoch of each row of ``logged``
+
+    @property
+    def eval_data(self) -> tuple[Any, Any] | None:
+        return (self.data.eval.X, self.data.eval.Y) if self.data.eval is not None else None
+
+
 class Objective:
     """Callable objective bound to a config, a loaded data set and (optionally) a tracker."""
 
@@ -211,6 +242,33 @@ class Objective:
             self.in_trial = False
 
     def _run(self, trial: optuna.Trial) -> float:
+        """The single-trial path: the phases below around one ``nncore.train``."""
+        member = self.begin(trial)
+        try:
+            self.setup(member)
+            if self.interrupt_flag():
+                raise Interrupted("signal received before training started")
+            self.interruptible = True
+            try:
+                outcome: Any = nncore.train(member.net, member.data.train.X, member.data.train.Y, member.train_cfg,
+                                            eval_data=member.eval_data, rng=self.batch_rng(trial.number),
+                                            callbacks=[self.epoch_callback(member, lambda epoch: trial.should_prune())])
+            finally:
+                self.interruptible = False
+        except (Exception, KeyboardInterrupt) as exc:
+            outcome = exc
+        return self.conclude(member, outcome)
+
+    # -- the phases of one trial, shared by the single path and populations ---------------------
+
+    def batch_rng(self, trial_number: int) -> np.random.Generator:
+        """The Generator of the batch order: the study's (``common``) or the trial's (``per_trial``)."""
+        if self.cfg.training.batch_order == "common":
+            return np.random.default_rng(np.random.SeedSequence([self.cfg.seed, BATCH_ORDER_STREAM]))
+        return np.random.default_rng(np.random.SeedSequence([self.cfg.seed, trial_number]).spawn(2)[1])
+
+    def begin(self, trial: optuna.Trial) -> "TrialRun":
+        """Suggest the trial's settings, build its params and start its MLflow run (raises as the trial's end)."""
         cfg = self.cfg
         if self.names_worker:
             trial.set_user_attr(TRIAL_ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
@@ -244,62 +302,72 @@ class Objective:
             except optuna.exceptions.UpdateFinishedTrialError as exc:
                 self._abandon(trial, run_id, [])
                 raise TrialAbandoned(str(exc)) from exc
-        history: list[dict[str, float]] = []  # epochs 1, 2, ...: what Optuna sees and what counts
-        logged: list[dict[str, float]] = []  # every record, epoch 0 included: MLflow and the plots
-        steps: list[int] = []  # the epoch number of each row of ``logged``
-        net = None
+        return TrialRun(trial, settings, data, params, run_id)
+
+    def setup(self, member: "TrialRun") -> None:
+        """The trial's network (initial weights from ``(seed, trial number)``) and TrainConfig; raises to end it."""
+        cfg, settings, data = self.cfg, member.settings, member.data
+        if settings["batch_size"] > data.train.n:
+            searched = " (searched)" if "n_train" in cfg.search_space else ""
+            raise ValueError(f"batch_size must be <= n_train={data.train.n}{searched}, "
+                             f"got {settings['batch_size']}")
+        init_seq, _ = np.random.SeedSequence([cfg.seed, member.trial.number]).spawn(2)
+        member.net = nncore.Network(member.params["sizes"], activation=settings["activation"], cost=settings["cost"],
+                                    init=settings["init"], dtype=settings["dtype"],
+                                    rng=np.random.default_rng(init_seq))
+        member.train_cfg = nncore.TrainConfig(
+            eta=float(settings["eta"]), epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]),
+            lmbda=float(settings["lmbda"]), penalty=settings["penalty"], convention=settings["convention"],
+            momentum=float(settings["momentum"]), shuffle=settings["shuffle"],
+            early_stopping=settings["early_stopping"], schedule_patience=settings["schedule_patience"],
+            monitor=cfg.objective.metric, monitor_mode=monitor_mode(cfg.objective.direction),
+            track_gradients=settings["track_gradients"])
+
+    def epoch_callback(self, member: "TrialRun", should_prune: Callable[[int], bool],
+                       reported: Callable[[float, int], None] | None = None) -> Callable[[nncore.EpochRecord], None]:
+        """The trial's nncore callback: log every record (epoch 0 at step 0), report epochs >= 1, prune, stop on a
+        signal. ``should_prune(epoch)`` is asked only where the pruner could answer "prune"; ``reported(value, epoch)``
+        is told of each report."""
+        metric, trial = self.cfg.objective.metric, member.trial
+
+        def on_epoch(record: nncore.EpochRecord) -> None:
+            values = record.to_metrics()
+            member.logged.append(values)
+            member.steps.append(record.epoch)
+            self.interruptible = False
+            if member.run_id is not None:
+                self.tracker.log_epoch(member.run_id, values, record.epoch)  # type: ignore[union-attr]
+            if record.epoch > 0:  # epoch 0 (the initial network) goes to MLflow only
+                member.history.append(values)
+                if metric in values:  # an undefined value (None) is left out of to_metrics()
+                    trial.report(values[metric], record.epoch)
+                    if reported is not None:
+                        reported(values[metric], record.epoch)
+                if self._pruner_may_act(record.epoch) and should_prune(record.epoch):
+                    raise optuna.TrialPruned(f"pruned at epoch {record.epoch} "
+                                             f"({metric}={values.get(metric, float('nan')):.6g})")
+            if self.interrupt_flag():
+                raise Interrupted(f"signal received, stopped after epoch {record.epoch}")
+            self.interruptible = True
+
+        return on_epoch
+
+    def conclude(self, member: "TrialRun", outcome: Any) -> float:
+        """End the trial from its training's outcome (a ``TrainResult`` or the exception that ended it): its
+        reason, artifacts and run end; return its value, or raise what the worker tells the study
+        (``TrialPruned``, the exception, ``KeyboardInterrupt``, :class:`TrialAbandoned`, :class:`TrackingLost`)."""
+        trial, run_id, history = member.trial, member.run_id, member.history
+        net = member.net
         value: float | None = None
         status: str | None = None
         to_raise: BaseException | None = None
         try:
-            if settings["batch_size"] > data.train.n:
-                searched = " (searched)" if "n_train" in cfg.search_space else ""
-                raise ValueError(f"batch_size must be <= n_train={data.train.n}{searched}, "
-                                 f"got {settings['batch_size']}")
-            init_seq, shuffle_seq = np.random.SeedSequence([cfg.seed, trial.number]).spawn(2)
-            net = nncore.Network(params["sizes"], activation=settings["activation"], cost=settings["cost"],
-                                 init=settings["init"], dtype=settings["dtype"],
-                                 rng=np.random.default_rng(init_seq))
-            metric = cfg.objective.metric
-            train_cfg = nncore.TrainConfig(
-                eta=float(settings["eta"]), epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]),
-                lmbda=float(settings["lmbda"]), penalty=settings["penalty"], convention=settings["convention"],
-                momentum=float(settings["momentum"]), shuffle=settings["shuffle"],
-                early_stopping=settings["early_stopping"], schedule_patience=settings["schedule_patience"],
-                monitor=metric, monitor_mode=monitor_mode(cfg.objective.direction),
-                track_gradients=settings["track_gradients"])
-
-            def on_epoch(record: nncore.EpochRecord) -> None:
-                values = record.to_metrics()
-                logged.append(values)
-                steps.append(record.epoch)
-                self.interruptible = False
-                if run_id is not None:
-                    self.tracker.log_epoch(run_id, values, record.epoch)  # type: ignore[union-attr]
-                if record.epoch > 0:  # epoch 0 (the initial network) goes to MLflow only
-                    history.append(values)
-                    if metric in values:  # an undefined value (None) is left out of to_metrics()
-                        trial.report(values[metric], record.epoch)
-                    if self._pruner_may_act(record.epoch) and trial.should_prune():
-                        raise optuna.TrialPruned(f"pruned at epoch {record.epoch} "
-                                                 f"({metric}={values.get(metric, float('nan')):.6g})")
-                if self.interrupt_flag():
-                    raise Interrupted(f"signal received, stopped after epoch {record.epoch}")
-                self.interruptible = True
-
-            eval_data = (data.eval.X, data.eval.Y) if data.eval is not None else None
-            if self.interrupt_flag():
-                raise Interrupted("signal received before training started")
-            self.interruptible = True
-            try:
-                result = nncore.train(net, data.train.X, data.train.Y, train_cfg, eval_data=eval_data,
-                                      rng=np.random.default_rng(shuffle_seq), callbacks=[on_epoch])
-            finally:
-                self.interruptible = False
-            value = final_value(history, metric)
-            trial.set_user_attr(names.TRIAL_STOP_REASON, result.stop_reason)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            value = final_value(history, self.cfg.objective.metric)
+            trial.set_user_attr(names.TRIAL_STOP_REASON, outcome.stop_reason)
             trial.set_user_attr(names.TRIAL_EPOCHS_RUN, len(history))
-            state, reason = "COMPLETE", f"completed: {len(history)} epochs ({result.stop_reason})"
+            state, reason = "COMPLETE", f"completed: {len(history)} epochs ({outcome.stop_reason})"
         except optuna.exceptions.UpdateFinishedTrialError as exc:
             self._abandon(trial, run_id, history)
             raise TrialAbandoned(str(exc)) from exc
@@ -322,7 +390,8 @@ class Objective:
             self._abandon(trial, run_id, history)
             raise TrialAbandoned(str(exc)) from exc
         try:
-            self._finish(trial, run_id, state, reason, net, logged, params, status=status, epochs=steps)
+            self._finish(trial, run_id, state, reason, net, member.logged, member.params, status=status,
+                         epochs=member.steps)
         except TrackingUnavailable as exc:
             lost = f"{names.REASON_LOST_TRACKING}: the run's data could not be delivered ({exc})"
             trial.set_user_attr(TRIAL_ATTR_REASON, lost)
@@ -331,6 +400,108 @@ class Objective:
             raise to_raise
         assert value is not None
         return value
+
+    # -- populations ------------------------------------------------------------------------------
+
+    def population(self, trials: list[optuna.Trial], tell: Callable[[optuna.Trial, Any], Any]) -> None:
+        """Run claimed ``trials`` as populations, telling each trial's outcome as soon as it ends.
+
+        ``tell(trial, outcome)``: ``outcome`` is the trial's value or the exception the single path raises for
+        it; it returns the told ``FrozenTrial`` (or None). Members are grouped by structure
+        (:func:`nncore.population.population_key` and their training rows); each group trains with
+        :func:`nncore.train_population` in the common batch order, every member through the same phases as a
+        single trial (:meth:`begin`, :meth:`setup`, :meth:`epoch_callback`, :meth:`conclude`). The pruner is
+        asked through :class:`sweeps.pruning.PopulationPruner` (one study read per population epoch).
+
+        ``KeyboardInterrupt`` (a signal) ends every trial not yet told FAIL "interrupted ..." (runs KILLED),
+        then propagates; so does an exception of ``tell`` (e.g. the storage lost), leaving the untold trials
+        to the repair passes.
+        """
+        from sweeps.pruning import PopulationPruner
+
+        self.in_trial = True
+        pruner = PopulationPruner(trials[0].study)
+        members: dict[int, TrialRun] = {}
+        told: set[int] = set()
+
+        def settle(trial: optuna.Trial, run: Callable[[], float]) -> None:
+            try:
+                outcome: Any = run()
+            except (Exception, KeyboardInterrupt) as exc:
+                outcome = exc
+            told.add(trial.number)
+            frozen = tell(trial, outcome)
+            if frozen is not None:
+                pruner.told(frozen)
+
+        def not_started(trial: optuna.Trial) -> float:
+            trial.set_user_attr(TRIAL_ATTR_REASON, "interrupted before the trial started")
+            raise Interrupted("interrupted before the trial started")
+
+        try:
+            for trial in trials:  # settings, params and MLflow run of every member, one after the other
+                if self.interrupt_flag():
+                    raise Interrupted("interrupted before the trial started")
+                try:
+                    member = self.begin(trial)
+                except (Exception, KeyboardInterrupt) as exc:
+                    told.add(trial.number)
+                    frozen = tell(trial, exc)
+                    if frozen is not None:
+                        pruner.told(frozen)
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    continue
+                members[trial.number] = member
+                try:
+                    self.setup(member)
+                except Exception as exc:  # noqa: BLE001 - the member's end, as in the single path
+                    settle(trial, functools.partial(self.conclude, member, exc))
+            groups: dict[tuple, list[TrialRun]] = {}
+            for number, member in members.items():
+                if number not in told:
+                    key = (population_key(member.net, member.train_cfg), member.data.train.n)
+                    groups.setdefault(key, []).append(member)
+            for group in groups.values():
+                self._train_group(group, pruner, settle)
+        except KeyboardInterrupt as exc:
+            self.interruptible = False
+            for trial in trials:
+                if trial.number not in told:
+                    member = members.get(trial.number)
+                    settle(trial, functools.partial(self.conclude, member, exc) if member is not None
+                           else functools.partial(not_started, trial))
+            raise
+        finally:
+            self.interruptible = False
+            self.in_trial = False
+
+    def _train_group(self, group: list["TrialRun"], pruner: Any, settle: Callable[..., None]) -> None:
+        """Train one group (one structure) as a population; ``settle`` ends and tells each member as it ends."""
+        callbacks = [[self.epoch_callback(m, functools.partial(self._population_prune, pruner, m.trial),
+                                          functools.partial(pruner.report, m.trial))] for m in group]
+
+        def on_end(i: int, result: Any) -> None:
+            self.interruptible = False
+            try:
+                settle(group[i].trial, functools.partial(self.conclude, group[i], result))
+            finally:
+                self.interruptible = True
+
+        first = group[0]
+        if self.interrupt_flag():
+            raise Interrupted("signal received before training started")
+        self.interruptible = True
+        try:
+            nncore.train_population([m.net for m in group], first.data.train.X, first.data.train.Y,
+                                    [m.train_cfg for m in group], eval_data=first.eval_data,
+                                    rng=self.batch_rng(first.trial.number), callbacks=callbacks, on_end=on_end)
+        finally:
+            self.interruptible = False
+
+    @staticmethod
+    def _population_prune(pruner: Any, trial: optuna.Trial, epoch: int) -> bool:
+        return pruner.should_prune(trial, epoch)
 
     def _abandon(self, trial: optuna.Trial, run_id: str | None, history: list[dict[str, float]]) -> None:
         """The trial was failed elsewhere (and retried): end its run KILLED with the reason, keep its epochs."""

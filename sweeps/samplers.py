@@ -90,6 +90,10 @@ def build_sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
     from sweeps import space
 
     name, opts = cfg.study.sampler.name, dict(cfg.study.sampler.options)
+    if name == "tpe" and cfg.study.population > 1:
+        # K trials asked together: each sees the others (RUNNING) as pending, so they are not K copies of one
+        # guess (Optuna 5's default too; set here so that a population never depends on that default)
+        opts.setdefault("constant_liar", True)
     makers: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
         "tpe": lambda s: optuna.samplers.TPESampler(seed=s, **opts),
         "random": lambda s: optuna.samplers.RandomSampler(seed=s, **opts),

@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeps import names
-from sweeps.config import ConfigError, SweepConfig
+from sweeps.config import ConfigError, SweepConfig, parse_config
 from sweeps.samplers import build_pruner, build_sampler, grid_points
 from sweeps.storage import open_storage
 
@@ -79,6 +79,14 @@ def prepare_study(cfg: SweepConfig, storage_url: str, *, new_study: bool = False
         direction = existing.direction.name.lower()
         if (stored is not None and stored != cfg.fingerprint()) or direction != cfg.objective.direction:
             if not new_study:
+                if direction == cfg.objective.direction and stored == _per_trial_fingerprint(cfg):
+                    raise StudyMismatch(
+                        f"study {name!r} in {storage_url} was created with each trial's own batch order "
+                        f"(before training.batch_order existed, or with training.batch_order: per_trial); this "
+                        f"config uses training.batch_order: {cfg.training.batch_order} (one batch order for every "
+                        f"trial, drawn from the seed), so resuming would mix incomparable trials. Set "
+                        f"'training.batch_order: per_trial' in the config to resume it in its old order (then "
+                        f"study.population must be 1), or use --new-study to start a new study.")
                 what = "direction" if direction != cfg.objective.direction else \
                     "search space, objective or fixed settings"
                 raise StudyMismatch(
@@ -101,6 +109,16 @@ def prepare_study(cfg: SweepConfig, storage_url: str, *, new_study: bool = False
     budget = _enqueue_slots(cfg, study, [], cfg.study.n_trials)
     study.set_user_attr(names.STUDY_N_TRIALS, budget)
     return name, study
+
+
+def _per_trial_fingerprint(cfg: SweepConfig) -> str | None:
+    """The fingerprint the config would have with ``training.batch_order: per_trial`` (None if it has it)."""
+    if cfg.training.batch_order == "per_trial":
+        return None
+    data = cfg.model_dump()
+    data["training"]["batch_order"] = "per_trial"
+    data["study"]["population"] = 1
+    return parse_config(data, source="batch order check").fingerprint()
 
 
 def name_objective(cfg: SweepConfig, study: optuna.Study) -> None:

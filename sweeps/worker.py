@@ -54,24 +54,38 @@ def worker_name() -> str:
 
 
 class Heartbeat:
-    """Records a trial's heartbeat now and then every ``interval`` s from a thread, until the block ends.
+    """Records the heartbeats of one trial (or several: a population) now and then every ``interval`` s from one
+    thread, until the block ends.
 
     Optuna runs such a thread only inside ``study.optimize``; this one also survives a storage error
     (logged; the next beat tries again) instead of dying silently and letting the trial go stale.
+    ``trial_id``: one id or a list of ids; :meth:`discard` stops beating one (its trial was told).
     """
 
-    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+    def __init__(self, storage: Any, trial_id: Any, interval: float) -> None:
+        ids = [trial_id] if isinstance(trial_id, int) else list(trial_id)
+        self.storage, self.trial_id, self.interval = storage, ids[0] if ids else None, interval
+        self.trial_ids = ids
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.beats = 0
 
+    def discard(self, trial_id: int) -> None:
+        """Beat no more for ``trial_id`` (told, or dropped)."""
+        with self._lock:
+            if trial_id in self.trial_ids:
+                self.trial_ids.remove(trial_id)
+
     def _beat(self) -> None:
-        try:
-            self.storage.record_heartbeat(self.trial_id)
-            self.beats += 1
-        except Exception as err:  # noqa: BLE001 - the storage retried already; the next beat tries again
-            _log.warning("heartbeat of trial id %d not recorded: %s", self.trial_id, err)
+        with self._lock:
+            ids = list(self.trial_ids)
+        for tid in ids:
+            try:
+                self.storage.record_heartbeat(tid)
+                self.beats += 1
+            except Exception as err:  # noqa: BLE001 - the storage retried already; the next beat tries again
+                _log.warning("heartbeat of trial id %d not recorded: %s", tid, err)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -81,7 +95,8 @@ class Heartbeat:
         if getattr(self.storage, "get_heartbeat_interval", lambda: None)() is None:
             return self  # journal storages: no heartbeat
         self._beat()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self.trial_id}", daemon=True)
+        name = f"heartbeat-{self.trial_id}" + (f"+{len(self.trial_ids) - 1}" if len(self.trial_ids) > 1 else "")
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         return self
 
@@ -152,11 +167,18 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: in
             limiter.unregister()
 
 
+class _TrackingDown(Exception):
+    """A member's run could not reach the tracking store: the population stops, its other trials are lost too."""
+
+
 class _Loop:
     def __init__(self, cfg: Any, study: optuna.Study, storage: Any, objective: Objective, tracker: Tracker | None,
                  stop: threading.Event) -> None:
         self.cfg, self.study, self.storage, self.objective, self.tracker, self.stop = \
             cfg, study, storage, objective, tracker, stop
+        #: trials taken and trained at once (``study.population``; 1 with ``training.batch_order: per_trial``)
+        self.population = cfg.study.population if cfg.training.batch_order == "common" else 1
+        self.last_told: Any = None  # the FrozenTrial of the last tell
 
     def run(self, timeout: float | None) -> int:
         start = time.monotonic()
@@ -173,10 +195,21 @@ class _Loop:
                     next_repair = now + self.cfg.study.heartbeat_interval
                 if self.tracker is not None:
                     self.tracker.retry_pending()
-                trial = claim_trial(self.study, self.storage, study_id)
-                if trial is None:
-                    break
-                outcome = self.run_trial(trial)
+                if self.population > 1:
+                    trials = []
+                    while len(trials) < self.population:
+                        claimed = claim_trial(self.study, self.storage, study_id)
+                        if claimed is None:
+                            break
+                        trials.append(claimed)
+                    if not trials:
+                        break
+                    outcome = self.run_population(trials)
+                else:
+                    trial = claim_trial(self.study, self.storage, study_id)
+                    if trial is None:
+                        break
+                    outcome = self.run_trial(trial)
                 if outcome == "tracking":
                     return self._finish(EXIT_TRACKING_UNAVAILABLE)
         except StorageUnavailable as err:
@@ -194,48 +227,107 @@ class _Loop:
                            "closes them when it is back", len(left))
         return code
 
-    def run_trial(self, trial: optuna.Trial) -> str:
-        """Run one claimed trial; return ``told``, ``abandoned`` or ``tracking`` (tracking store lost)."""
-        tid = trial_id(self.storage, self.study, trial.number)
-        try:  # before the first heartbeat: a RUNNING trial without ``worker`` never had one (sweeps.repair)
+    def _name_self(self, tid: int) -> bool:
+        """Name this worker on a claimed trial and give it its lost reason, before its first heartbeat
+        (a RUNNING trial without ``worker`` never had one: :mod:`sweeps.repair`). False: it ended elsewhere."""
+        try:
             self.storage.set_trial_user_attr(tid, names.TRIAL_WORKER, worker_name())
             self.storage.set_trial_user_attr(tid, names.TRIAL_REASON, names.REASON_LOST_HEARTBEAT)
         except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+        return True
+
+    def run_trial(self, trial: optuna.Trial) -> str:
+        """Run one claimed trial; return ``told``, ``abandoned`` or ``tracking`` (tracking store lost)."""
+        tid = trial_id(self.storage, self.study, trial.number)
+        if not self._name_self(tid):
             return "abandoned"
-        value: float | None = None
-        state = TrialState.FAIL
-        interrupted: KeyboardInterrupt | None = None
-        lost_tracking = False
         with Heartbeat(self.storage, tid, self.cfg.study.heartbeat_interval):
             try:
-                value = self.objective(trial)
-                state = TrialState.COMPLETE
-            except optuna.TrialPruned:
-                state = TrialState.PRUNED
-            except TrialAbandoned as err:
-                _log.warning("trial %d dropped: %s", trial.number, err)
-                return "abandoned"
-            except TrackingLost as err:
-                _log.error("trial %d: %s", trial.number, err)
-                lost_tracking = True
-            except Exception as err:  # noqa: BLE001 - recorded as the trial's reason by the objective
-                if isinstance(err, StorageUnavailable):
-                    raise
-                _log.warning("trial %d failed: %s", trial.number, err)
-            except KeyboardInterrupt as err:
-                interrupted = err
-            try:
-                self.study.tell(trial, value, state=state)
-            except optuna.exceptions.UpdateFinishedTrialError as err:
-                self._abandoned_after_finish(trial, err)
-                return "abandoned"
-        if lost_tracking:
+                outcome: Any = self.objective(trial)
+            except (Exception, KeyboardInterrupt) as err:
+                outcome = err
+            told = self._tell(trial, outcome)
+        if told == "tracking":
             frozen = self.storage.get_trial(tid)
             repair.retry_trial(self.study, frozen, self.cfg.study.max_retries)
-            return "tracking"
-        if interrupted is not None:
-            raise interrupted
-        return "told"
+        if isinstance(outcome, KeyboardInterrupt) and told != "abandoned":
+            raise outcome
+        return told
+
+    def _tell(self, trial: optuna.Trial, outcome: Any) -> str:
+        """Tell the study a trial's outcome (its value, or what the objective raised); return ``told``,
+        ``abandoned`` (failed elsewhere meanwhile: dropped), ``tracking`` (its run could not be delivered:
+        FAIL "lost: tracking unavailable") or ``interrupted``. A lost storage (StorageUnavailable) is raised."""
+        value: float | None = None
+        state = TrialState.FAIL
+        result = "told"
+        if isinstance(outcome, BaseException):
+            if isinstance(outcome, optuna.TrialPruned):
+                state = TrialState.PRUNED
+            elif isinstance(outcome, TrialAbandoned):
+                _log.warning("trial %d dropped: %s", trial.number, outcome)
+                return "abandoned"
+            elif isinstance(outcome, TrackingLost):
+                _log.error("trial %d: %s", trial.number, outcome)
+                result = "tracking"
+            elif isinstance(outcome, StorageUnavailable):
+                raise outcome
+            elif isinstance(outcome, KeyboardInterrupt):
+                result = "interrupted"
+            else:  # recorded as the trial's reason by the objective
+                _log.warning("trial %d failed: %s", trial.number, outcome)
+        else:
+            value, state = outcome, TrialState.COMPLETE
+        try:
+            self.last_told = self.study.tell(trial, value, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError as err:
+            self._abandoned_after_finish(trial, err)
+            return "abandoned"
+        return result
+
+    def run_population(self, trials: list[optuna.Trial]) -> str:
+        """Run claimed trials as populations (:meth:`Objective.population`), one heartbeat thread for all of
+        them; tell each as soon as it ends. Returns ``told`` or ``tracking``; a signal raises KeyboardInterrupt
+        after every running member was told FAIL "interrupted"."""
+        held: dict[int, int] = {}  # trial number -> trial id
+        kept = []
+        for trial in trials:  # worker and lost reason on every trial before the first heartbeat
+            tid = trial_id(self.storage, self.study, trial.number)
+            if self._name_self(tid):
+                held[trial.number] = tid
+                kept.append(trial)
+        if not kept:
+            return "abandoned"
+        lost_tracking: list[int] = []
+
+        with Heartbeat(self.storage, list(held.values()), self.cfg.study.heartbeat_interval) as beat:
+            def tell(trial: optuna.Trial, outcome: Any) -> None:
+                self.last_told = None
+                told = self._tell(trial, outcome)
+                beat.discard(held.pop(trial.number))
+                if told == "tracking":
+                    lost_tracking.append(trial.number)
+                    raise _TrackingDown(outcome)
+                return self.last_told
+
+            try:
+                self.objective.population(kept, tell)
+            except _TrackingDown as down:
+                for trial in kept:  # the others: their runs cannot be delivered either
+                    if trial.number in held:
+                        reason = f"{down.args[0]}"
+                        try:
+                            self.storage.set_trial_user_attr(held[trial.number], names.TRIAL_REASON, reason)
+                            self.study.tell(trial, None, state=TrialState.FAIL)
+                            lost_tracking.append(trial.number)
+                        except optuna.exceptions.UpdateFinishedTrialError:
+                            pass
+                        beat.discard(held.pop(trial.number))
+        for number in lost_tracking:
+            frozen = self.storage.get_trial(trial_id(self.storage, self.study, number))
+            repair.retry_trial(self.study, frozen, self.cfg.study.max_retries)
+        return "tracking" if lost_tracking else "told"
 
     def _abandoned_after_finish(self, trial: optuna.Trial, err: Exception) -> None:
         """The trial was failed elsewhere between its last epoch and ``tell``: fix its run's end."""

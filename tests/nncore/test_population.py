@@ -269,6 +269,52 @@ def test_callbacks_see_each_record_once_in_order_and_the_members_current_weights
         assert all(all(np.array_equal(x, z) for x, z in zip(wa, wb)) for (_, wa), (_, wb) in zip(a, b))
 
 
+def test_on_end_is_called_once_per_member_as_soon_as_it_ends_with_its_result():
+    """A tuner tells each trial when its member ends: after the member's last callback, before the epochs of the
+    members still training, with the item the returned list holds, the member's final weights in its Network."""
+    X, y, ev = _data()
+    configs = [TrainConfig(eta=0.3, epochs=e, batch_size=5) for e in (3, 1, 2)]
+    configs.append(TrainConfig(eta=1.0, lmbda=5e4, convention="decoupled", epochs=50, batch_size=5))  # diverges
+    events = []
+    nets = _nets(len(configs))
+
+    def watch(i):
+        def callback(record):
+            events.append(("epoch", i, record.epoch))
+        return [callback]
+
+    ends = {}
+
+    def on_end(i, result):
+        events.append(("end", i, None))
+        ends[i] = (result, [w.copy() for w in nets[i].weights])
+
+    got = train_population(nets, X, y, configs, eval_data=ev, rng=3, callbacks=[watch(i) for i in range(4)],
+                           on_end=on_end)
+    assert sorted(ends) == [0, 1, 2, 3] and [e for e in events if e[0] == "end"].__len__() == 4
+    for i, (result, weights) in ends.items():
+        assert result is got[i]
+        assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(weights, nets[i].weights))
+    assert isinstance(got[3], DivergenceError)
+    # member 1 ends at epoch 1 before member 2's epoch 2; member 2 ends before member 0's epoch 3
+    assert events.index(("end", 1, None)) < events.index(("epoch", 2, 2))
+    assert events.index(("end", 2, None)) < events.index(("epoch", 0, 3))
+    assert events.index(("epoch", 1, 1)) < events.index(("end", 1, None))
+    with pytest.raises(ValueError, match="on_end"):
+        train_population(_nets(2), X, y, configs[:2], on_end="no")
+
+
+def test_an_exception_of_on_end_stops_the_population():
+    X, y, ev = _data()
+
+    def on_end(i, result):
+        raise RuntimeError(f"member {i}")
+
+    with pytest.raises(RuntimeError, match="member 1"):
+        train_population(_nets(3), X, y, [TrainConfig(eta=0.3, epochs=e, batch_size=5) for e in (3, 1, 2)],
+                         eval_data=ev, rng=3, on_end=on_end)
+
+
 def test_epoch_time_is_the_members_share_of_the_epoch():
     X, y, ev = _data()
     got = train_population(_nets(4), X, y, TrainConfig(eta=0.3, epochs=2, batch_size=5), eval_data=ev)

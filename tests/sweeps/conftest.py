@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+import threading
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -152,6 +153,72 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+class RecordingTracker:
+    """A recording stand-in for sweeps.tracking.Tracker (what the worker loop and the objective call)."""
+
+    def __init__(self) -> None:
+        self.epochs: dict[str, list[tuple[int, dict[str, float]]]] = {}
+        self.ends: dict[str, tuple[str, str, str]] = {}
+        self.params: dict[str, dict[str, Any]] = {}
+
+    def start_trial(self, parent: str, study: str, number: int, params: dict[str, Any], **_: Any) -> str:
+        run_id = f"run-{number}"
+        self.params[run_id], self.epochs[run_id] = dict(params), []
+        return run_id
+
+    def log_epoch(self, run_id: str, values: dict[str, float], step: int, **_: Any) -> None:
+        self.epochs[run_id].append((step, dict(values)))
+
+    def finish(self, run_id: str, state: str, reason: str = "", status: str = "", **_: Any) -> None:
+        self.ends[run_id] = (state, reason, status)
+
+    def queue_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        pass
+
+    def log_artifact(self, run_id: str, path: Any, artifact_path: str | None = None) -> None:
+        pass
+
+    outage_s = 1.0
+
+    def retry_pending(self) -> None:
+        pass
+
+    def drain(self, timeout: float) -> list[str]:
+        return []
+
+
+def run_in_process(changes: dict[str, Any], population: int, **loop_kw: Any) -> tuple[Any, Any, Any]:
+    """Run a sweep with one in-process worker loop on an in-memory study; (study, tracker, loop)."""
+    import optuna
+
+    from sweeps.config import parse_config
+    from sweeps.objective import Objective, load_data
+    from sweeps.samplers import build_pruner, build_sampler, grid_points
+    from sweeps.worker import _Loop
+
+    raw = _merge(BASE_CONFIG, copy.deepcopy(changes))
+    raw["study"]["population"] = population
+    cfg = parse_config(raw)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name=cfg.name, storage=storage, direction=cfg.objective.direction,
+                                sampler=build_sampler(cfg), pruner=build_pruner(cfg))
+    if cfg.study.sampler.name == "grid":
+        for point in grid_points(cfg)[:cfg.study.n_trials]:
+            study.enqueue_trial(point)
+    else:
+        for _ in range(cfg.study.n_trials):
+            study.enqueue_trial({})
+    tracker = RecordingTracker()
+    stop = threading.Event()
+    objective = Objective(cfg, load_data(cfg.data, cfg.seed), tracker, None, artifacts="none",
+                          interrupt_flag=stop.is_set, names_worker=False)
+    loop = _Loop(cfg, study, storage, objective, tracker, stop)
+    assert loop.run(None) == 0
+    return study, tracker, loop
+
+
+
 class Helpers:
     """The helpers above, handed to tests as the ``sw`` fixture."""
 
@@ -168,6 +235,8 @@ class Helpers:
     experiment_runs = staticmethod(experiment_runs)
     split_runs = staticmethod(split_runs)
     wait_for = staticmethod(wait_for)
+    run_in_process = staticmethod(run_in_process)
+    RecordingTracker = RecordingTracker
 
 
 @pytest.fixture(scope="session")

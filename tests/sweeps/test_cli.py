@@ -403,3 +403,13 @@ def test_every_command_is_listed_in_the_help(cli) -> None:
     r = cli("--help")
     listed = set(re.findall(r"^  (\w+)\s", r.stdout.split("Commands:")[1], flags=re.M))
     assert listed == {"validate", "run", "prepare", "status", "best", "trials", "history", "explain", "train", "gradcheck", "ui"}
+
+
+def test_run_population_flag_is_validated_before_anything_is_created(sw, cli, tmp_path: Path) -> None:
+    sw.write_config(tmp_path, {"training": {"batch_order": "per_trial"}})
+    r = cli("run", "cfg.yaml", "--population", "4", "-q")
+    assert r.exit_code == 2, describe(r)
+    assert "study.population 4 needs training.batch_order 'common'" in r.stderr, describe(r)
+    r = cli("run", "cfg.yaml", "--population", "0", "-q")
+    assert r.exit_code == 2 and "--population" in r.stderr, describe(r)
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()

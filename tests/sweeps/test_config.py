@@ -159,3 +159,43 @@ def test_n_train_is_searchable_within_the_rows_loaded(sw, tmp_path: Path) -> Non
 def test_n_train_search_space_errors_name_the_field_and_value(sw, tmp_path: Path, spec: dict, words: list) -> None:
     msg = config_error(sw, tmp_path, _n_train_space(spec))
     assert "n_train" in msg and all(w in msg for w in words), msg
+
+
+# -- populations and the batch order --------------------------------------------------------------------------
+
+def test_population_and_batch_order_defaults_and_limits(sw, tmp_path: Path) -> None:
+    cfg = load_config(sw.write_config(tmp_path))
+    assert cfg.study.population == 1 and cfg.training.batch_order == "common"
+    assert load_config(sw.write_config(tmp_path, {"study": {"population": 16}})).study.population == 16
+    for bad in (0, -1, 1025, "many"):
+        msg = config_error(sw, tmp_path, {"study": {"population": bad}})
+        assert "study.population" in msg, msg
+    msg = config_error(sw, tmp_path, {"training": {"batch_order": "random"}})
+    assert "training.batch_order" in msg and "common" in msg and "per_trial" in msg, msg
+
+
+def test_a_population_needs_the_common_batch_order(sw, tmp_path: Path) -> None:
+    msg = config_error(sw, tmp_path, {"study": {"population": 4}, "training": {"batch_order": "per_trial"}})
+    assert "study.population 4 needs training.batch_order 'common'" in msg, msg
+    assert load_config(sw.write_config(tmp_path, {"study": {"population": 1},
+                                                  "training": {"batch_order": "per_trial"}}))
+
+
+def test_fingerprint_has_the_batch_order_only_when_common(sw, tmp_path: Path) -> None:
+    """A per_trial config keeps the fingerprint the config had before batch_order existed; common changes it;
+    the population (how trials run, not what they compute) never enters it."""
+    import hashlib
+    import json
+
+    per_trial = load_config(sw.write_config(tmp_path, {"training": {"batch_order": "per_trial"}}))
+    training = per_trial.training.model_dump()
+    del training["batch_order"]
+    before = hashlib.sha256(json.dumps({
+        "search_space": {k: v.model_dump() for k, v in sorted(per_trial.search_space.items())},
+        "objective": per_trial.objective.model_dump(), "data": per_trial.data.model_dump(exclude={"cache_dir"}),
+        "network": per_trial.network.model_dump(), "training": training, "seed": per_trial.seed,
+    }, sort_keys=True, default=str).encode()).hexdigest()
+    assert per_trial.fingerprint() == before
+    common = load_config(sw.write_config(tmp_path))
+    assert common.fingerprint() != before
+    assert load_config(sw.write_config(tmp_path, {"study": {"population": 8}})).fingerprint() == common.fingerprint()

@@ -285,3 +285,95 @@ def test_killed_worker_fails_its_trial_retries_it_and_reports_it(sw, tmp_path: P
     assert runs[retry.user_attrs["mlflow_run_id"]].info.status == "FINISHED"
     assert parent.info.status != "RUNNING"
     assert_nothing_running(sw, tmp_path)
+
+
+# -- populations (study.population > 1) ---------------------------------------------------------------------
+
+def test_sigterm_to_a_population_worker_fails_every_running_member(sw, tmp_path: Path) -> None:
+    """One worker runs a population of 3: the 2-epoch member completes (told while the others train), then
+    SIGTERM: both 3000-epoch members FAIL "interrupted", their runs KILLED; nothing is left RUNNING."""
+    sw.write_config(tmp_path, {**LONG, "search_space": {"__replace__": True, **LONG["search_space"]},  # one structure
+                               "study": {**LONG["study"], "workers": 1, "n_trials": 3, "population": 3}})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize")
+    for e in (2, 3000, 3000):
+        study.enqueue_trial({"epochs": e})
+    proc = sw.popen_cli(["run", "cfg.yaml", "-q", "--no-artifacts"], tmp_path)
+    try:
+        def ready() -> Any:
+            trials = sw.load_study(tmp_path).trials
+            done = [t for t in trials if t.state.name == "COMPLETE"]
+            running = [t for t in trials if t.state.name == "RUNNING" and len(t.intermediate_values) >= 4]
+            return done and len(running) == 2
+
+        sw.wait_for(ready, 90, "a COMPLETE member and two RUNNING members past epoch 4", proc=proc)
+        os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(timeout=90)
+    finally:
+        _stop(proc)
+    log = _log(tmp_path)
+    assert rc == 130, log
+    study = sw.load_study(tmp_path)
+    _, runs = trial_runs(sw, tmp_path)
+    by_trial = {int(r.data.tags["sweeps.trial_number"]): r for r in runs.values()}
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "FAIL", "FAIL"], states
+    workers = {t.user_attrs["worker"] for t in study.trials}
+    assert len(workers) == 1  # one worker held all three
+    for t in study.trials:
+        run = by_trial[t.number]
+        if t.state.name == "COMPLETE":
+            assert t.params["epochs"] == 2 and run.info.status == "FINISHED"
+            assert t.user_attrs["reason"] == "completed: 2 epochs (completed)"
+        else:
+            assert t.user_attrs["reason"].startswith("interrupted"), t.user_attrs
+            assert run.info.status == "KILLED" and run.data.tags["sweeps.reason"] == t.user_attrs["reason"]
+            assert len(t.intermediate_values) >= 4
+    assert_nothing_running(sw, tmp_path)
+    assert not worker_pids(proc.pid)
+
+
+def test_a_killed_population_worker_s_trials_are_all_failed_and_retried(sw, tmp_path: Path) -> None:
+    """SIGKILL of a worker running a population of 3 (two 400-epoch members, one 2-epoch member that completed):
+    the launcher fails both running members "lost: worker died", closes their runs, retries them with the same
+    parameters; the budget ends with exactly 3 counted trials, all COMPLETE; exit 4."""
+    sw.write_config(tmp_path, {"training": {"epochs": 400},
+                               "search_space": {"__replace__": True,
+                                                "epochs": {"type": "categorical", "choices": [2, 400]},
+                                                "eta": {"type": "float", "low": 0.1, "high": 1.0}},
+                               "study": {"pruner": NO_PRUNER, "workers": 1, "n_trials": 3, "population": 3}})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize")
+    for e, eta in ((400, 0.2), (2, 0.3), (400, 0.4)):
+        study.enqueue_trial({"epochs": e, "eta": eta})
+    proc = sw.popen_cli(["run", "cfg.yaml", "-q", "--no-artifacts"], tmp_path)
+    try:
+        def running() -> Any:
+            trials = sw.load_study(tmp_path).trials
+            live = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
+            return live if len(live) == 2 and any(t.state.name == "COMPLETE" for t in trials) else None
+
+        live = sw.wait_for(running, 90, "two RUNNING members with a logged epoch and a COMPLETE one", proc=proc)
+        [worker] = sw.wait_for(lambda: worker_pids(proc.pid), 10, "the worker process")
+        assert all(t.user_attrs["worker"].endswith(f":{worker}") for t in live)
+        os.kill(worker, signal.SIGKILL)
+        rc = proc.wait(timeout=120)
+    finally:
+        _stop(proc)
+    log = _log(tmp_path)
+    assert rc == 4, log
+    study = sw.load_study(tmp_path)
+    trials = {t.number: t for t in study.trials}
+    _, runs = trial_runs(sw, tmp_path)
+    for t in live:
+        lost = trials[t.number]
+        assert lost.state.name == "FAIL" and lost.user_attrs["reason"].startswith("lost: worker died"), lost.user_attrs
+        assert runs[lost.user_attrs["mlflow_run_id"]].info.status == "FAILED"
+        [retry] = [r for r in trials.values() if r.user_attrs.get("retry_of") == t.number]
+        assert retry.state.name == "COMPLETE" and retry.params == lost.params
+        assert runs[retry.user_attrs["mlflow_run_id"]].info.status == "FINISHED"
+    from sweeps.study import counts_of
+
+    counts = counts_of(study)
+    assert counts["COMPLETE"] == 3 and counts["RETRIED"] == 2 and counts["FAIL"] == 0, counts
+    assert_nothing_running(sw, tmp_path)

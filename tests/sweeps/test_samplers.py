@@ -273,3 +273,25 @@ def test_grid_points_are_values_the_grid_sampler_accepts():
         assert trial.params == point
         assert settings["hidden"] == json.loads(point["hidden"])
         study.tell(trial, 0.0)
+
+
+@pytest.mark.parametrize("population, options, liar", [(1, {}, None), (4, {}, True), (4, {"constant_liar": False},
+                                                                                     False)])
+def test_a_population_s_tpe_uses_constant_liar_unless_set(sw, population, options, liar):
+    """K trials asked together see each other as pending (TPE constant_liar), unless the user chose otherwise."""
+    from sweeps.config import parse_config
+    from sweeps.samplers import build_sampler
+
+    raw = sw.merge(sw.BASE_CONFIG, {"study": {"population": population,
+                                              "sampler": {"name": "tpe", "options": options}}})
+    made = []
+    real = optuna.samplers.TPESampler.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(kwargs.get("constant_liar"))
+        real(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(optuna.samplers.TPESampler, "__init__", spy)
+        build_sampler(parse_config(raw))
+    assert made and set(made) == {liar}

@@ -354,3 +354,16 @@ def test_counts_of_counts_a_retried_fail_as_retried(url):
     retry_trial(study, fresh(url).trials[lost], max_retries=3)
     assert counts_of(fresh(url)) == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 1, "RUNNING": 1,
                                      "WAITING": 2, "RETRIED": 1}  # 1 slot left + the retry
+
+
+def test_a_study_of_the_per_trial_order_tells_how_to_resume_it(url):
+    """A study created before batch_order existed (its fingerprint is the per_trial one) is refused under the new
+    default (common) with a message that names the setting that resumes it."""
+    old = cfg_data(4)
+    old.setdefault("training", {})["batch_order"] = "per_trial"
+    prepare_study(parse_config(old), url)
+    with pytest.raises(StudyMismatch) as err:
+        prepare_study(make_cfg(4), url)
+    assert "training.batch_order: per_trial" in str(err.value) and "--new-study" in str(err.value)
+    name, _ = prepare_study(parse_config(old), url)  # resumes in its old order
+    assert name == "s"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from typing import Any
@@ -110,3 +111,89 @@ def test_a_storage_without_heartbeats_gets_none(storage):
         assert heartbeat_threads(1) == []
     assert hb.beats == 0
     assert getattr(storage, "calls", 0) == 0 and not getattr(storage, "attempts", [])
+
+
+def test_one_heartbeat_thread_beats_every_trial_it_holds_until_discarded():
+    storage = FakeStorage()
+    with Heartbeat(storage, [21, 22, 23], INTERVAL) as hb:
+        assert {tid for tid, _ in storage.attempts} == {21, 22, 23}  # every trial beats before the block runs
+        assert len(heartbeat_threads(21)) == 0 and [t.name for t in threading.enumerate()].count("heartbeat-21+2") == 1
+        hb.discard(22)
+        seen = len(storage.attempts)
+        wait_until(lambda: len(storage.attempts) >= seen + 4, timeout=10, what="beats after a discard")
+        assert {tid for tid, _ in storage.attempts[seen:]} == {21, 23}
+    assert not [t for t in threading.enumerate() if t.name.startswith("heartbeat-21")]
+
+
+# -- populations (study.population > 1): the same trials as one at a time ------------------------------------
+
+GRID = {"search_space": {"__replace__": True,
+                         "eta": {"type": "categorical", "choices": [0.3, 1.0, 3.0]},
+                         "lmbda": {"type": "categorical", "choices": [0.01, 1.0, 1.0e6]},
+                         "batch_size": {"type": "categorical", "choices": [10, 25]}},
+        "training": {"epochs": 4, "momentum": 0.3},
+        "study": {"n_trials": 18, "sampler": {"name": "grid"}, "pruner": {"__replace__": True, "name": "none"}}}
+
+
+def _nan(v: Any) -> Any:
+    return "nan" if isinstance(v, float) and v != v else v
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Equal, floats to 1e-12 relative (bit for bit unless nncore fuses a product that rounds differently)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or abs(a - b) <= 1e-12 * max(abs(a), abs(b))
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _by_point(study: Any, tracker: Any) -> dict[tuple, Any]:
+    """Per grid point: state, value, Optuna's values, reason, run end, every logged metric but the wall time."""
+    out = {}
+    for t in study.trials:
+        run = t.user_attrs["mlflow_run_id"]
+        epochs = [(step, {k: _nan(v) for k, v in values.items() if k != "train/epoch_time"})
+                  for step, values in tracker.epochs[run]]
+        out[tuple(sorted(t.params.items()))] = (t.state.name, _nan(t.value),
+                                                {k: _nan(v) for k, v in t.intermediate_values.items()},
+                                                t.user_attrs["reason"], tracker.ends[run], epochs)
+    return out
+
+
+def test_a_population_sweep_gives_the_trials_of_one_at_a_time(sw):
+    """K=4 over an 18-point grid (eta x lambda x batch size, so populations split into groups by batch size;
+    the members of lambda 1e6 diverge): every trial's state, value, reason, run end and every metric of
+    every epoch equal those of the same sweep with population 1, to 1e-12 relative (one BLAS thread, as in a
+    worker process: a threaded BLAS splits products differently by shape, which changes roundings at 1e-16)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        one, t1, _ = sw.run_in_process(GRID, 1)
+        four, t4, _ = sw.run_in_process(GRID, 4)
+    a, b = _by_point(one, t1), _by_point(four, t4)
+    assert len(a) == 18 and a.keys() == b.keys()
+    for point in a:
+        assert _close(a[point], b[point]), (point, a[point], b[point])
+    states = sorted(v[0] for v in a.values())
+    assert "COMPLETE" in states and "PRUNED" in states, states
+    assert all(v[3].startswith(("completed: 4 epochs", "diverged:")) for v in a.values())
+    assert all(v[4][0] == v[0] for v in a.values())  # the run ends with the trial's state
+
+
+def test_a_per_trial_batch_order_is_each_trials_own(sw):
+    """batch_order per_trial: the order of each trial's own SeedSequence([seed, number]); common: one order for
+    all, so two trials with the same settings but other numbers differ only by their initial weights."""
+    import numpy as np
+
+    from sweeps.config import parse_config
+    from sweeps.objective import BATCH_ORDER_STREAM, Objective, load_data
+
+    for order in ("per_trial", "common"):
+        cfg = parse_config(sw.merge(sw.BASE_CONFIG, {"training": {"batch_order": order}}))
+        rng = Objective(cfg, load_data(cfg.data, cfg.seed), None, None).batch_rng(7)
+        seq = np.random.SeedSequence([0, 7]).spawn(2)[1] if order == "per_trial" else \
+            np.random.SeedSequence([0, BATCH_ORDER_STREAM])
+        assert np.array_equal(rng.permutation(300), np.random.default_rng(seq).permutation(300))
