@@ -11,6 +11,10 @@
    3 trials, no pruner) when the MNIST file exists.
 2. Parallelism: a digits sweep (--trials trials x 30 epochs, random sampler, no pruner, tracking
    and default artifacts on) with 1 worker vs 2 workers: trials per minute.
+3. Populations (--populations): examples/digits-quick.yaml with --population-trials trials x 30
+   epochs (TPE + median pruner, eta x lambda x batch size, tracking and default artifacts on,
+   2 workers) at population 1 vs --population K; then the book's MNIST recipe (16 trials) the same
+   way; wall time and the best value found, over --seeds seeds.
 
 Times are whole ``run_sweep`` calls (study creation, worker start-up, trials, closing).
 """
@@ -54,7 +58,8 @@ def example_cfg(name: str, trials: int, **changes: dict) -> dict:
     return cfg
 
 
-def timed(cfg_data: dict, *, workers: int = 1, tracking: bool = True, artifacts: bool = True) -> float:
+def timed(cfg_data: dict, *, workers: int = 1, tracking: bool = True, artifacts: bool = True,
+          best: list | None = None) -> float:
     cfg = parse_config(cfg_data)
     with tempfile.TemporaryDirectory() as tmp:
         loc = Locations(storage=f"sqlite:///{tmp}/optuna.db", tracking_uri=f"sqlite:///{tmp}/mlflow.db",
@@ -63,6 +68,8 @@ def timed(cfg_data: dict, *, workers: int = 1, tracking: bool = True, artifacts:
         summary = run_sweep(cfg, loc, workers=workers, tracking=tracking, artifacts=artifacts)
         elapsed = time.perf_counter() - t0
         assert sum(summary.counts.values()) == cfg.study.n_trials, summary.counts
+        if best is not None:
+            best.append(summary.best_value)
     return elapsed
 
 
@@ -84,11 +91,19 @@ def main() -> None:
     parser.add_argument("--trials-digits", type=int, default=20, help="trials of the digits-quick overhead sweep")
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-parallelism", action="store_true")
+    parser.add_argument("--populations", action="store_true", help="run part 3 (population K vs 1)")
+    parser.add_argument("--population", type=int, default=16)
+    parser.add_argument("--population-trials", type=int, default=96)
+    parser.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}")
     if not args.skip_overhead:
         tracking_overhead(args)
-    parallelism(args)
+    if not args.skip_parallelism:
+        parallelism(args)
+    if args.populations:
+        populations(args)
 
 
 def tracking_overhead(args: argparse.Namespace) -> None:
@@ -115,6 +130,29 @@ def parallelism(args: argparse.Namespace) -> None:
     print(f"| 1 | {m1:.2f} s | {60 * args.trials / m1:.1f} |")
     print(f"| 2 | {m2:.2f} s | {60 * args.trials / m2:.1f} |")
     print(f"speed-up 2 vs 1 workers: {m1 / m2:.2f}x")
+
+
+def populations(args: argparse.Namespace) -> None:
+    k = args.population
+    cases = [(f"digits-quick.yaml, {args.population_trials} trials x 30 epochs, 2 workers",
+              example_cfg("digits-quick.yaml", args.population_trials, training={"epochs": 30}))]
+    if (MNIST / "t10k-images-idx3-ubyte.gz").exists():
+        cases.append(("mnist-book.yaml, 16 trials, 2 workers", example_cfg("mnist-book.yaml", 16,
+                                                                             data={"path": str(MNIST)})))
+    print(f"\nPopulations (population 1 vs {k}; tracking and default artifacts on; {args.seeds} seed(s))")
+    print(f"| sweep | population 1 | population {k} | speed-up | best value (1 / {k}) |")
+    print("|---|---|---|---|---|")
+    for label, base in cases:
+        times: dict[int, list[float]] = {1: [], k: []}
+        bests: dict[int, list[float]] = {1: [], k: []}
+        for seed in range(args.seeds):
+            for pop in (1, k):
+                cfg = {**base, "seed": seed, "study": {**base["study"], "workers": 2, "population": pop}}
+                times[pop].append(timed(cfg, workers=2, artifacts="complete", best=bests[pop]))
+        m1, mk = statistics.median(times[1]), statistics.median(times[k])
+        b1 = ", ".join(f"{b:.4f}" for b in bests[1])
+        bk = ", ".join(f"{b:.4f}" for b in bests[k])
+        print(f"| {label} | {m1:.2f} s | {mk:.2f} s | {m1 / mk:.2f}x | {b1} / {bk} |")
 
 
 if __name__ == "__main__":

@@ -197,3 +197,15 @@ def test_a_per_trial_batch_order_is_each_trials_own(sw):
         seq = np.random.SeedSequence([0, 7]).spawn(2)[1] if order == "per_trial" else \
             np.random.SeedSequence([0, BATCH_ORDER_STREAM])
         assert np.array_equal(rng.permutation(300), np.random.default_rng(seq).permutation(300))
+
+
+def test_a_population_flushes_each_run_k_times_less_often(sw) -> None:
+    from sweeps.config import parse_config
+    from sweeps.worker import flush_interval, population_size
+
+    one = parse_config(sw.BASE_CONFIG)
+    pop = parse_config(sw.merge(sw.BASE_CONFIG, {"study": {"population": 8}}))
+    per_trial = parse_config(sw.merge(sw.BASE_CONFIG, {"study": {"population": 1},
+                                                       "training": {"batch_order": "per_trial"}}))
+    assert (population_size(one), population_size(pop), population_size(per_trial)) == (1, 8, 1)
+    assert flush_interval(1.0, one) == 1.0 and flush_interval(0.5, pop) == 4.0 and flush_interval(0, pop) == 0
