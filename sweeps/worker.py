@@ -58,6 +58,13 @@ def population_size(cfg: Any) -> int:
     return cfg.study.population if cfg.training.batch_order == "common" else 1
 
 
+def claim_share(population: int, waiting: int, workers: int) -> int:
+    """How many trials a population worker claims now: its population, but no more than its share of
+    the ``waiting`` trials among the sweep's ``workers`` (rounded up), so that near the end (or in a
+    sweep smaller than workers x population) one worker does not take what the others could run."""
+    return max(1, min(population, -(-waiting // max(1, workers))))
+
+
 def flush_interval(seconds: float, cfg: Any) -> float:
     """How often a run's queued epochs are sent: ``flush_interval_s`` times the population size.
 
@@ -212,7 +219,9 @@ class _Loop:
                     self.tracker.retry_pending()
                 if self.population > 1:
                     trials = []
-                    while len(trials) < self.population:
+                    waiting = len(self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)))
+                    share = claim_share(self.population, waiting, self.cfg.study.workers)
+                    while len(trials) < share:
                         claimed = claim_trial(self.study, self.storage, study_id)
                         if claimed is None:
                             break

@@ -209,3 +209,16 @@ def test_a_population_flushes_each_run_k_times_less_often(sw) -> None:
                                                        "training": {"batch_order": "per_trial"}}))
     assert (population_size(one), population_size(pop), population_size(per_trial)) == (1, 8, 1)
     assert flush_interval(1.0, one) == 1.0 and flush_interval(0.5, pop) == 4.0 and flush_interval(0, pop) == 0
+
+
+@pytest.mark.parametrize("population, waiting, workers, share", [
+    (16, 16, 2, 8),    # the book recipe's 16 trials on 2 workers: 8 each, not 16 and 0
+    (16, 96, 2, 16),   # plenty waiting: the whole population
+    (16, 3, 2, 2),     # the end of a sweep: rounded up
+    (16, 0, 2, 1),     # nothing counted (another worker was faster): still try one
+    (4, 10, 1, 4),
+])
+def test_a_population_worker_claims_at_most_its_share_of_the_waiting_trials(population, waiting, workers, share):
+    from sweeps.worker import claim_share
+
+    assert claim_share(population, waiting, workers) == share
