@@ -160,6 +160,8 @@ class RecordingTracker:
         self.epochs: dict[str, list[tuple[int, dict[str, float]]]] = {}
         self.ends: dict[str, tuple[str, str, str]] = {}
         self.params: dict[str, dict[str, Any]] = {}
+        self.tags: dict[str, dict[str, str]] = {}
+        self.diagnoses: dict[str, dict[str, Any]] = {}
 
     def start_trial(self, parent: str, study: str, number: int, params: dict[str, Any], **_: Any) -> str:
         run_id = f"run-{number}"
@@ -173,10 +175,13 @@ class RecordingTracker:
         self.ends[run_id] = (state, reason, status)
 
     def queue_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        pass
+        self.tags.setdefault(run_id, {}).update(tags)
 
     def log_artifact(self, run_id: str, path: Any, artifact_path: str | None = None) -> None:
-        pass
+        if Path(path).name == "diagnosis.json":
+            import json
+
+            self.diagnoses[run_id] = json.loads(Path(path).read_text())
 
     outage_s = 1.0
 

@@ -77,39 +77,6 @@ def test_skipping_changes_no_decision(sw, monkeypatch) -> None:
 # ----------------------------------------------------------------------------------- helpers
 
 
-class RecordingTracker:
-    """Stands in for :class:`sweeps.tracking.Tracker`: keeps what the objective sends to MLflow."""
-
-    def __init__(self) -> None:
-        self.params: dict[str, dict[str, Any]] = {}
-        self.epochs: dict[str, list[tuple[int, dict[str, float]]]] = {}
-        self.ends: dict[str, tuple[str, str]] = {}
-        self.tags: dict[str, dict[str, str]] = {}
-        self.diagnoses: dict[str, dict[str, Any]] = {}
-
-    def start_trial(self, parent: str, study: str, number: int, params: dict[str, Any], **_: Any) -> str:
-        run_id = f"run-{number}"
-        self.params[run_id], self.epochs[run_id] = dict(params), []
-        return run_id
-
-    def log_epoch(self, run_id: str, values: dict[str, float], step: int, **_: Any) -> None:
-        self.epochs[run_id].append((step, dict(values)))
-
-    def finish(self, run_id: str, state: str, reason: str = "", **_: Any) -> None:
-        self.ends[run_id] = (state, reason)
-
-    def queue_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        self.tags.setdefault(run_id, {}).update(tags)
-
-    def log_artifact(self, run_id: str, path: Any, artifact_path: str | None = None) -> None:
-        from pathlib import Path
-
-        if Path(path).suffix == ".json" and Path(path).name == "diagnosis.json":
-            import json
-
-            self.diagnoses[run_id] = json.loads(Path(path).read_text())
-
-
 def _study(sw, changes: dict[str, Any], n_trials: int, *, tracker: Any = None, sampler: Any = None,
            artifacts: str = "none") -> optuna.Study:
     cfg = parse_config(sw.merge(sw.BASE_CONFIG, changes))
@@ -131,7 +98,7 @@ NO_PRUNER = {"study": {"pruner": {"__replace__": True, "name": "none"}}}
 def test_epoch_zero_goes_to_mlflow_at_step_0_and_counts_for_nothing(sw, monkeypatch, record_initial: bool) -> None:
     """With or without an epoch-0 record from nncore: Optuna steps 1..E, E epochs run, value of epoch E."""
     monkeypatch.setattr(nncore, "TrainConfig", functools.partial(nncore.TrainConfig, record_initial=record_initial))
-    tracker = RecordingTracker()
+    tracker = sw.RecordingTracker()
     study = _study(sw, NO_PRUNER, 2, tracker=tracker)
     metric = sw.BASE_CONFIG["objective"]["metric"]
     for t in study.trials:
@@ -146,7 +113,7 @@ def test_epoch_zero_goes_to_mlflow_at_step_0_and_counts_for_nothing(sw, monkeypa
         assert t.user_attrs["epochs_run"] == 3
         # task: a completed trial carries a reason like pruned and failed ones, the run's end the same
         assert t.user_attrs["reason"] == "completed: 3 epochs (completed)"
-        assert tracker.ends[t.user_attrs["mlflow_run_id"]] == ("COMPLETE", "completed: 3 epochs (completed)")
+        assert tracker.ends[t.user_attrs["mlflow_run_id"]][:2] == ("COMPLETE", "completed: 3 epochs (completed)")
         if record_initial:
             assert "train/decay_factor" not in by_step[0] and metric in by_step[0]  # undefined at epoch 0
 
@@ -200,7 +167,7 @@ def test_a_loss_objective_early_stops_on_the_loss(sw, monkeypatch) -> None:
 
     monkeypatch.setattr(nncore, "train", recording_train)
     patience = 3
-    tracker = RecordingTracker()
+    tracker = sw.RecordingTracker()
     study = _study(sw, {**NO_PRUNER, "objective": {"metric": "eval/data_loss", "direction": "minimize"},
                         "training": {"epochs": 60, "eta": 1.0, "lmbda": 0.0, "early_stopping": patience},
                         "search_space": {"__replace__": True}}, 1, tracker=tracker)
@@ -227,7 +194,7 @@ def test_searched_n_train_trains_on_nested_prefixes_with_one_eval_set(sw, monkey
         return real_train(net, X, Y, config, eval_data=eval_data, **kw)
 
     monkeypatch.setattr(nncore, "train", recording_train)
-    tracker = RecordingTracker()
+    tracker = sw.RecordingTracker()
     changes = {**NO_PRUNER, "data": {"n_train": 1000, "n_eval": 200}, "training": {"epochs": 1, "batch_size": 30},
                "search_space": {"__replace__": True, "n_train": {"type": "categorical", "choices": [500, 1000]}}}
     cfg = parse_config(sw.merge(sw.BASE_CONFIG, copy.deepcopy(changes)))  # merge consumes "__replace__"
@@ -304,7 +271,7 @@ def test_each_trial_sends_its_findings_as_tags_and_diagnosis_json(sw, monkeypatc
     from sweeps import diagnostics as dg
 
     monkeypatch.setattr("sweeps.plots.save_figure", lambda fig, path: path)  # no PNG rendering needed here
-    tracker = RecordingTracker()
+    tracker = sw.RecordingTracker()
     study = _study(sw, {**NO_PRUNER, "training": {"lmbda": 5.0}}, 2, tracker=tracker, artifacts=artifacts)
     for t in study.trials:
         run_id = t.user_attrs["mlflow_run_id"]
@@ -330,7 +297,7 @@ def test_a_diagnosis_that_cannot_be_made_does_not_fail_the_trial(sw, monkeypatch
         raise ValueError("no such facts")
 
     monkeypatch.setattr(dg, "run_facts", broken)
-    tracker = RecordingTracker()
+    tracker = sw.RecordingTracker()
     study = _study(sw, NO_PRUNER, 1, tracker=tracker)
     assert study.trials[0].state.name == "COMPLETE" and tracker.tags == {}
     assert "no diagnosis (ValueError: no such facts)" in caplog.text

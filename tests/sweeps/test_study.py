@@ -116,7 +116,8 @@ def test_the_study_names_its_objective_metric(url):
     prepare_study(make_cfg(2), url)
     assert fresh(url).metric_names == ["eval/accuracy"]
     loss = make_cfg(2, name="loss", objective={"metric": "eval/data_loss", "direction": "minimize"})
-    optuna.create_study(study_name="loss", storage=url, direction="minimize")  # an unnamed study
+    unnamed = optuna.create_study(study_name="loss", storage=url, direction="minimize")  # an unnamed study
+    unnamed.set_user_attr(names.STUDY_N_TRIALS, 0)  # prepared by a sweeps launcher (no wait for its budget)
     assert fresh(url, "loss").metric_names is None
     prepare_study(loss, url)
     assert fresh(url, "loss").metric_names == ["eval/data_loss"]
