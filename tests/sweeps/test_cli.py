@@ -283,6 +283,7 @@ def test_train_with_a_bad_override_exits_2_naming_the_field(sw, cli, tmp_path: P
 
 # -- history --------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # builds an MLflow store of its own (1-2.5 s): out of the fast lane
 def test_history_params_adds_the_searched_parameters(cli, tmp_path: Path) -> None:
     """A store in the tracker's layout: the parent run logs the search space, each trial run every setting."""
     import csv
@@ -349,6 +350,7 @@ def ui_store(tmp_path: Path) -> dict[str, str]:
     return ids
 
 
+@pytest.mark.slow  # builds an MLflow store of its own (1-2.5 s): out of the fast lane
 def test_study_experiments_lists_the_sweeps_experiments(ui_store: dict[str, str], tmp_path: Path) -> None:
     from sweeps.cli import study_experiments
 
@@ -373,6 +375,7 @@ class _ExitedServer:
         return 0
 
 
+@pytest.mark.slow  # builds an MLflow store of its own (1-2.5 s): out of the fast lane
 def test_ui_prints_the_runs_table_link_of_the_study(cli, ui_store: dict[str, str], monkeypatch,
                                                    tmp_path: Path) -> None:
     import signal

@@ -387,6 +387,7 @@ def test_history_params_by_name_and_absent_ones(alpha):
         query.history("alpha", tracking_uri=alpha.uri, params=1)
 
 
+@pytest.mark.slow  # builds an MLflow store of its own (1-2.5 s): out of the fast lane
 def test_history_params_true_are_the_study_s_searched_parameters(tmp_path):
     """A sweeps store: the parent run logs the search space (``sweeps.runner.study_params``); the trial runs
     log every setting, searched or fixed, as text. params=True adds the searched ones, typed back."""
