@@ -403,9 +403,10 @@ class Objective:
 
     # -- populations ------------------------------------------------------------------------------
 
-    def population(self, trials: list[optuna.Trial], tell: Callable[[optuna.Trial, Any], Any]) -> None:
+    def population(self, trials: list[optuna.Trial], tell: Callable[[optuna.Trial, Any], Any], storage: Any) -> None:
         """Run claimed ``trials`` as populations, telling each trial's outcome as soon as it ends.
 
+        ``storage``: the study's storage (the pruner's snapshot reads and writes through it).
         ``tell(trial, outcome)``: ``outcome`` is the trial's value or the exception the single path raises for
         it; it returns the told ``FrozenTrial`` (or None). Members are grouped by structure
         (:func:`nncore.population.population_key` and their training rows); each group trains with
@@ -420,7 +421,7 @@ class Objective:
         from sweeps.pruning import PopulationPruner
 
         self.in_trial = True
-        pruner = PopulationPruner(trials[0].study)
+        pruner = PopulationPruner(trials[0].study, storage)
         members: dict[int, TrialRun] = {}
         told: set[int] = set()
 

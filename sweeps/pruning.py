@@ -23,20 +23,36 @@ from optuna.trial import FrozenTrial, TrialState
 
 
 class _SnapshotStorage:
-    """The storage calls a pruner makes, served from a snapshot; writes go to the storage and the snapshot."""
+    """The storage calls a pruner makes, served from a snapshot; writes go to the storage and the snapshot.
 
-    def __init__(self, storage: Any, study_id: int, directions: list[Any]) -> None:
-        self._storage = storage
-        self._study_id = study_id
-        self._directions = directions
-        self.trials: dict[int, FrozenTrial] = {}  # trial id -> trial
+    The snapshot is keyed by trial number (public on every trial); the pruner asks by trial id, which
+    :meth:`number_of` translates (an id not seen yet is looked up once, with the public storage API).
+    """
+
+    def __init__(self, backing: Any, study_id: int, directions: list[Any]) -> None:
+        self.backing = backing
+        self.study_id = study_id
+        self.directions = directions
+        self.trials: dict[int, FrozenTrial] = {}  # trial number -> trial
+        self.numbers: dict[int, int] = {}  # trial id -> trial number
         self.reads = 0  # storage reads made for the snapshot (refreshes)
 
+    def number_of(self, trial_id: int) -> int:
+        if trial_id not in self.numbers:
+            self.numbers[trial_id] = self.backing.get_trial(trial_id).number
+        return self.numbers[trial_id]
+
+    def fetch(self, number: int) -> FrozenTrial:
+        """Trial ``number`` read from the storage (public API), its id remembered."""
+        tid = self.backing.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        self.numbers[tid] = number
+        return self.backing.get_trial(tid)
+
     def get_study_id_from_name(self, study_name: str) -> int:
-        return self._study_id
+        return self.study_id
 
     def get_study_directions(self, study_id: int) -> list[Any]:
-        return list(self._directions)
+        return list(self.directions)
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
@@ -44,32 +60,35 @@ class _SnapshotStorage:
         return copy.deepcopy(out) if deepcopy else out
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
-        return copy.deepcopy(self.trials[trial_id])
+        return copy.deepcopy(self.trials[self.number_of(trial_id)])
 
     def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
-        return dict(self.trials[trial_id].system_attrs)
+        return dict(self.trials[self.number_of(trial_id)].system_attrs)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._storage.set_trial_system_attr(trial_id, key, value)
+        self.backing.set_trial_system_attr(trial_id, key, value)
         # copy on write, as the storages do: trials a pruner read before this write keep what they held
-        changed = copy.copy(self.trials[trial_id])
+        number = self.number_of(trial_id)
+        changed = copy.copy(self.trials[number])
         changed.system_attrs = {**changed.system_attrs, key: value}
-        self.trials[trial_id] = changed
+        self.trials[number] = changed
 
     def __getattr__(self, name: str) -> Any:  # anything else a pruner might call: the storage itself
-        return getattr(self._storage, name)
+        return getattr(self.backing, name)
 
 
 class PopulationPruner:
-    """``should_prune(trial)`` for the running members of a population, served from one snapshot per epoch."""
+    """``should_prune(trial)`` for the running members of a population, served from one snapshot per epoch.
 
-    def __init__(self, study: optuna.Study) -> None:
+    ``storage`` is the study's storage (the one the worker opened it with); only Optuna's public API is used.
+    """
+
+    def __init__(self, study: optuna.Study, storage: Any) -> None:
         self.study = study
-        storage = study._storage  # noqa: SLF001 - Optuna's own pruners write through study._storage too
         study_id = storage.get_study_id_from_name(study.study_name)
         self._view = _SnapshotStorage(storage, study_id, list(study.directions))
         self.view = optuna.Study(study.study_name, storage=self._view, sampler=study.sampler, pruner=study.pruner)
-        self._members: dict[int, FrozenTrial] = {}  # trial id -> this process' copy of a running member
+        self._members: dict[int, FrozenTrial] = {}  # trial number -> this process' copy of a running member
         self._epoch: int | None = None
 
     @property
@@ -81,26 +100,26 @@ class PopulationPruner:
         if self._epoch == epoch:
             return
         self._epoch = epoch
-        trials = {t._trial_id: t for t in self.study.get_trials(deepcopy=False)}  # noqa: SLF001
+        trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
         self._view.reads += 1
-        for tid, mine in self._members.items():  # this process' knowledge of its running members is the newest
-            if tid in trials and trials[tid].state == TrialState.RUNNING:
-                stored = trials[tid]
+        for number, mine in self._members.items():  # this process' knowledge of its running members is the newest
+            if number in trials and trials[number].state == TrialState.RUNNING:
+                stored = trials[number]
                 mine.params, mine.distributions = stored.params, stored.distributions
                 mine.user_attrs = stored.user_attrs
                 mine.system_attrs = {**stored.system_attrs, **mine.system_attrs}
-                trials[tid] = mine
+                trials[number] = mine
         self._view.trials = trials
 
     def _member(self, trial: optuna.Trial) -> FrozenTrial:
-        tid = trial._trial_id  # noqa: SLF001
-        mine = self._members.get(tid)
+        number = trial.number
+        mine = self._members.get(number)
         if mine is None:
-            stored = self._view.trials.get(tid)
-            if stored is None:
-                stored = trial.study._storage.get_trial(tid)  # noqa: SLF001 - once per member, before its epoch 1
-            mine = self._members[tid] = copy.deepcopy(stored)
-            self._view.trials[tid] = mine
+            stored = self._view.trials.get(number)
+            if stored is None:  # once per member, before its epoch 1
+                stored = self._view.fetch(number)
+            mine = self._members[number] = copy.deepcopy(stored)
+            self._view.trials[number] = mine
         return mine
 
     def report(self, trial: optuna.Trial, value: float, step: int) -> None:
@@ -115,15 +134,13 @@ class PopulationPruner:
         self.refresh(epoch)
         mine = self._member(trial)
         decision = self.study.pruner.prune(self.view, copy.copy(mine))
-        tid = trial._trial_id  # noqa: SLF001
-        self._members[tid] = self._view.trials[tid]  # with what the pruner wrote (successive halving's rungs)
+        self._members[trial.number] = self._view.trials[trial.number]  # with what the pruner wrote (rungs)
         return decision
 
     def told(self, frozen: FrozenTrial) -> None:
         """A member's trial was told (``study.tell`` returned ``frozen``): the snapshot holds its end."""
-        tid = frozen._trial_id  # noqa: SLF001
-        mine = self._members.pop(tid, None)
+        mine = self._members.pop(frozen.number, None)
         if mine is not None:
             frozen = copy.copy(frozen)
             frozen.system_attrs = {**frozen.system_attrs, **mine.system_attrs}
-        self._view.trials[tid] = frozen
+        self._view.trials[frozen.number] = frozen

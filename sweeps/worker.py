@@ -336,7 +336,7 @@ class _Loop:
                 return self.last_told
 
             try:
-                self.objective.population(kept, tell)
+                self.objective.population(kept, tell, self.storage)
             except _TrackingDown as down:
                 for trial in kept:  # the others: their runs cannot be delivered either
                     if trial.number in held:

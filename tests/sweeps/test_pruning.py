@@ -59,12 +59,14 @@ def test_every_decision_equals_trial_should_prune(sw, monkeypatch, pruner: str) 
 
 def test_the_snapshot_mirrors_reports_and_tells_without_reading(sw) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
     done = study.ask()
     done.report(0.9, 1)
     study.tell(done, 0.9)
     a, b = study.ask(), study.ask()
-    view = PopulationPruner(study)
+    view = PopulationPruner(study, storage)
     for t, value in ((a, 0.95), (b, 0.1)):
         t.report(value, 1)
         view.report(t, value, 1)
