@@ -105,22 +105,16 @@ def _shown(value: object) -> str:
 
 
 def _check_members(networks: list[Network], configs: list[TrainConfig]) -> None:
-    owner = "train_population"
-    for field in NETWORK_FIELDS:
-        first = getattr(networks[0], field)
-        for i, net in enumerate(networks[1:], start=1):
-            value = getattr(net, field)
-            if value != first:
-                raise ValueError(f"{owner}: every member must have the same network {field} (one architecture per "
-                                 f"population); got {_shown(first)} (member 0) and {_shown(value)} (member {i})")
-    for field in CONFIG_FIELDS:
-        first = getattr(configs[0], field)
-        for i, cfg in enumerate(configs[1:], start=1):
-            value = getattr(cfg, field)
-            if value != first:
-                raise ValueError(f"{owner}: every member must have the same TrainConfig.{field} (one batch size and "
-                                 f"one batch order per population); got {_shown(first)} (member 0) and {_shown(value)} "
-                                 f"(member {i})")
+    checks = ((networks, NETWORK_FIELDS, "network {}", "one architecture per population"),
+              (configs, CONFIG_FIELDS, "TrainConfig.{}", "one batch size and one batch order per population"))
+    for members, fields, name, why in checks:
+        for field in fields:
+            first = getattr(members[0], field)
+            for i, member in enumerate(members[1:], start=1):
+                value = getattr(member, field)
+                if value != first:
+                    raise ValueError(f"train_population: every member must have the same {name.format(field)} ({why}); "
+                                     f"got {_shown(first)} (member 0) and {_shown(value)} (member {i})")
 
 
 # ---------------------------------------------------------------------------

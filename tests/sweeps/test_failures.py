@@ -171,9 +171,14 @@ def _log(d: Path) -> str:
     return p.read_text(errors="replace")[-6000:] if p.exists() else ""
 
 
-def _prepare_long_study(sw, d: Path, epochs: list[int], workers: int, n_trials: int) -> None:
-    """Write the config and pre-create its study with enqueued trials (the epochs of each)."""
-    sw.write_config(d, {**LONG, "study": {**LONG["study"], "workers": workers, "n_trials": n_trials}})
+def _prepare_long_study(sw, d: Path, epochs: list[int], workers: int, n_trials: int, *, population: int = 1,
+                        only_epochs_searched: bool = False) -> None:
+    """Write the config and pre-create its study with enqueued trials (the epochs of each).
+
+    ``only_epochs_searched``: the search space holds ``epochs`` alone (every trial one structure)."""
+    space = {"search_space": {"__replace__": True, **LONG["search_space"]}} if only_epochs_searched else {}
+    sw.write_config(d, {**LONG, **space, "study": {**LONG["study"], "workers": workers, "n_trials": n_trials,
+                                                   "population": population}})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{d / 'optuna.db'}", direction="maximize")
     for e in epochs:
@@ -292,12 +297,7 @@ def test_killed_worker_fails_its_trial_retries_it_and_reports_it(sw, tmp_path: P
 def test_sigterm_to_a_population_worker_fails_every_running_member(sw, tmp_path: Path) -> None:
     """One worker runs a population of 3: the 2-epoch member completes (told while the others train), then
     SIGTERM: both 3000-epoch members FAIL "interrupted", their runs KILLED; nothing is left RUNNING."""
-    sw.write_config(tmp_path, {**LONG, "search_space": {"__replace__": True, **LONG["search_space"]},  # one structure
-                               "study": {**LONG["study"], "workers": 1, "n_trials": 3, "population": 3}})
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize")
-    for e in (2, 3000, 3000):
-        study.enqueue_trial({"epochs": e})
+    _prepare_long_study(sw, tmp_path, [2, 3000, 3000], workers=1, n_trials=3, population=3, only_epochs_searched=True)
     proc = sw.popen_cli(["run", "cfg.yaml", "-q", "--no-artifacts"], tmp_path)
     try:
         def ready() -> Any:
