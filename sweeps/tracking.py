@@ -12,6 +12,9 @@ Layout (what :mod:`sweeps.query` reads back; tag names in :mod:`sweeps.names`):
   ``flush_interval`` seconds per run (default 1 s, ``flush_interval_s`` in ``mlflow.yml``; 0 sends
   every epoch at once), several epochs in one call when epochs are fast (MLflow's SQL store spends
   ~7 ms per call whatever its size, longer than a digits epoch).
+  On a SQLite or PostgreSQL store the metrics are written with one bulk statement
+  (:mod:`sweeps.metric_writer`: the rows ``log_batch`` would store, ~10x faster than its ORM path);
+  params, tags and metrics sent to a tracking server go through ``log_batch``.
 
 Delivery (the tracking server may go away):
 
@@ -132,7 +135,7 @@ class Tracker:
     """All MLflow writes of a sweep: a client, the experiment id and the runs' outboxes."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str | None = None, *,
-                 flush_interval: float = 1.0, outage_s: float = 300.0,
+                 flush_interval: float = 1.0, outage_s: float = 300.0, bulk_metrics: bool = True,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.tracking_uri = tracking_uri
         self.flush_interval = flush_interval
@@ -148,6 +151,13 @@ class Tracker:
         self.experiment_name = experiment_name
         self.experiment_id = self._until_delivered(lambda: self._experiment(artifact_location),
                                                    what=f"finding the experiment {experiment_name!r}")
+        #: Writes metrics straight into a SQLite/PostgreSQL store (:mod:`sweeps.metric_writer`), ~10x faster
+        #: than ``log_batch``; None (``log_batch``) for a tracking server, another schema or ``bulk_metrics=False``.
+        self.metric_writer = None
+        if bulk_metrics:
+            from sweeps.metric_writer import MetricWriter
+
+            self.metric_writer = MetricWriter.for_uri(tracking_uri)
 
     def _experiment(self, artifact_location: str | None) -> str:
         """The experiment's id: found, restored if deleted, or created."""
@@ -247,7 +257,15 @@ class Tracker:
         return True
 
     def _send(self, run_id: str, box: _Outbox) -> None:
-        """Send ``box`` in as few ``log_batch`` calls as MLflow allows; remove each part once accepted."""
+        """Send ``box`` in as few calls as MLflow allows; remove each part once accepted.
+
+        Metrics go first, through :attr:`metric_writer` where there is one (one transaction for all), then
+        params and tags (and metrics without a writer) with ``log_batch``, then the run's end.
+        """
+        if self.metric_writer is not None and box.metrics:
+            m = list(box.metrics)
+            self._timed(lambda: self.metric_writer.write(run_id, m))
+            del box.metrics[:len(m)]
         while box.params or box.metrics or box.tags:
             p = box.params[:MAX_BATCH_PARAMS]
             t = [RunTag(k, v) for k, v in list(box.tags.items())[:MAX_BATCH_PARAMS - len(p)]] \
@@ -346,6 +364,10 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_artifacts(self, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        """Every file of ``local_dir`` to the run's artifacts, in one call."""
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, _param_text(v)) for k, v in tags.items()])
