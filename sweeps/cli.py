@@ -107,10 +107,11 @@ def validate(config: str) -> None:
 @click.option("--new-study", is_flag=True,
               help="If a study of this name exists with another search space/objective, start '<name>-vN'.")
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow (Optuna only).")
-@click.option("--artifacts", type=click.Choice(["complete", "all", "none"]), default=None,
-              help="Per-trial artifacts: network files for every trial and loss/layer-norm PNGs for completed "
-                   "trials (complete), PNGs for pruned trials too (all), or nothing (none). "
-                   "Default: trial_artifacts in mlflow.yml, else complete.")
+@click.option("--artifacts", type=click.Choice(["best", "complete", "all", "none"]), default=None,
+              help="Per-trial artifacts: network files and diagnosis.json for every trial, and the loss/layer-norm "
+                   "PNGs of the best trial drawn at the end (best; 'sweeps plots' draws more), of every completed "
+                   "trial (complete) or of every trial (all); or nothing (none). "
+                   "Default: trial_artifacts in mlflow.yml, else best.")
 @click.option("--no-artifacts", is_flag=True, help="Same as --artifacts none (the study plots are skipped too).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; print only the final summary line.")
 def run(config: str, workers: int | None, n_trials: int | None, population: int | None, storage: str | None,
@@ -414,6 +415,55 @@ def explain(study: str, tracking_uri: str | None, mlflow_yml: str | None, trial:
         return
     console = Console(highlight=False, soft_wrap=False)
     (view.render_trial if isinstance(exp, dg.TrialExplanation) else view.render_study)(exp, console)
+
+
+@main.command()
+@click.argument("study")
+@tracking_option
+@mlflow_yml_option
+@click.option("--trial", "trials", type=click.IntRange(min=0), multiple=True,
+              help="Draw this trial's plots (its number; repeatable).")
+@click.option("--best", type=click.IntRange(min=1), default=None,
+              help="Draw the plots of the study's BEST best completed trials (default 5 without --trial).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write the PNGs to this folder (trial-NNNN-<name>.png).")
+@click.option("--no-log", is_flag=True, help="Do not add the PNGs to the trials' MLflow runs (needs --out).")
+@click.option("--method", type=click.Choice(["auto", "sql", "http", "api"]), default="auto",
+              help="How to read the history (as for 'history').")
+def plots(study: str, tracking_uri: str | None, mlflow_yml: str | None, trials: tuple[int, ...], best: int | None,
+          out_dir: str | None, no_log: bool, method: str) -> None:
+    """Draw the loss-decomposition and layer-norm PNGs of trials of STUDY from their MLflow metrics.
+
+    A sweep draws them only for its best trial (trial_artifacts: best); this draws them for any trial,
+    adds them to the trial's MLflow run (as a sweep would) and, with --out, writes them to a folder.
+    """
+    from sweeps.trial_plots import draw_trial_plots
+
+    if trials and best is not None:
+        _fail(f"give --trial or --best, not both (got --trial {list(trials)} and --best {best})")
+    if no_log and out_dir is None:
+        _fail("--no-log needs --out (otherwise the plots would go nowhere)")
+    loc = _locations(None, tracking_uri, mlflow_yml)
+    log = None
+    if not no_log:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=loc.tracking_uri)
+
+        def log(run_id: str, path: Any) -> None:
+            client.log_artifact(run_id, str(path))
+    try:
+        drawn = draw_trial_plots(study, tracking_uri=loc.tracking_uri, experiment_name=loc.experiment_name(study),
+                                 trials=list(trials) or None, best=best if trials or best else 5, out_dir=out_dir,
+                                 log=log, method=method)
+    except LookupError as err:
+        _fail(str(err).strip("'\""))
+        return
+    if not drawn:
+        _fail(f"study {study!r} has no completed trial to plot in MLflow at {loc.tracking_uri}", EXIT_NO_COMPLETE)
+    for number, paths in drawn.items():
+        where = ", ".join(str(p) for p in paths) if out_dir is not None else "its MLflow run"
+        click.echo(f"trial {number}: {', '.join(p.name.split('-', 2)[-1] for p in paths)} -> {where}")
 
 
 @main.command()

@@ -159,7 +159,8 @@ class StudyExplanation:
                 "skipped": list(self.skipped)}
 
 
-def _runs(study_name: str, tracking_uri: str, experiment_name: str | None) -> list[Any]:
+def study_trial_runs(study_name: str, tracking_uri: str, experiment_name: str | None) -> list[Any]:
+    """Every trial run of ``study_name`` in MLflow (``LookupError`` when its experiment does not exist)."""
     from sweeps import query
     from sweeps.query import client
 
@@ -170,7 +171,8 @@ def _runs(study_name: str, tracking_uri: str, experiment_name: str | None) -> li
     return runs
 
 
-def _trial_number(run: Any) -> int | None:
+def trial_number_of(run: Any) -> int | None:
+    """The trial number a run's ``sweeps.trial_number`` tag names (None without one)."""
     text = run.data.tags.get(names.TAG_TRIAL_NUMBER, "")
     return int(text) if text.isdigit() else None
 
@@ -184,7 +186,7 @@ def _explain_run(run: Any, table: Mapping[str, np.ndarray]) -> TrialExplanation:
         last = table[metric][~np.isnan(table[metric])]
         value = float(last[-1]) if len(last) else None
     epochs = int(np.sum(table["epoch"] >= 1)) if "epoch" in table else 0
-    return TrialExplanation(_trial_number(run), run.info.run_id, run.data.tags.get(names.TAG_STATE, run.info.status),
+    return TrialExplanation(trial_number_of(run), run.info.run_id, run.data.tags.get(names.TAG_STATE, run.info.status),
                             value, facts, tuple(diagnose(table, facts)), epochs)
 
 
@@ -198,14 +200,14 @@ def explain_trial(study_name: str, *, tracking_uri: str, trial: int | None = Non
 
     if (trial is None) == (run_id is None):
         raise ValueError(f"explain_trial: give exactly one of trial or run_id, got trial={trial!r}, run_id={run_id!r}")
-    runs = _runs(study_name, tracking_uri, experiment_name)
-    match = [r for r in runs if (r.info.run_id == run_id if run_id is not None else _trial_number(r) == trial)]
+    runs = study_trial_runs(study_name, tracking_uri, experiment_name)
+    match = [r for r in runs if (r.info.run_id == run_id if run_id is not None else trial_number_of(r) == trial)]
     if not match:
         what = f"run {run_id}" if run_id is not None else f"trial {trial}"
         raise LookupError(f"study {study_name!r} has no {what} in MLflow at {tracking_uri}")
     run = match[0]
     wide = query.history(study_name, tracking_uri=tracking_uri, experiment_name=experiment_name, wide=True,
-                         method=method, trials=[_trial_number(run)])
+                         method=method, trials=[trial_number_of(run)])
     wide = wide[wide["run_id"] == run.info.run_id]
     return _explain_run(run, frame_table(wide))
 
@@ -222,20 +224,20 @@ def explain_study(study_name: str, *, tracking_uri: str, experiment_name: str | 
     """
     from sweeps import query
 
-    runs = [r for r in _runs(study_name, tracking_uri, experiment_name) if r.info.status != "RUNNING"]
+    runs = [r for r in study_trial_runs(study_name, tracking_uri, experiment_name) if r.info.status != "RUNNING"]
     wide = query.history(study_name, tracking_uri=tracking_uri, experiment_name=experiment_name, wide=True,
                          method=method)
     by_run = {rid: frame for rid, frame in wide.groupby("run_id")} if len(wide) else {}
     explained, skipped = [], []
-    for run in sorted(runs, key=lambda r: (_trial_number(r) is None, _trial_number(r) or 0)):
+    for run in sorted(runs, key=lambda r: (trial_number_of(r) is None, trial_number_of(r) or 0)):
         frame = by_run.get(run.info.run_id)
-        if frame is None or _trial_number(run) is None:
+        if frame is None or trial_number_of(run) is None:
             skipped.append(f"run {run.info.run_id}: no epochs logged")
             continue
         try:
             explained.append(_explain_run(run, frame_table(frame)))
         except ValueError as err:
-            skipped.append(f"trial {_trial_number(run)}: {err}")
+            skipped.append(f"trial {trial_number_of(run)}: {err}")
     objective = next((r.data.params.get("objective.metric") for r in runs), None)
     direction = next((r.data.params.get("objective.direction") for r in runs), None)
     return StudyExplanation(study_name, objective, direction, tuple(explained),

@@ -213,14 +213,16 @@ class Objective:
     """Callable objective bound to a config, a loaded data set and (optionally) a tracker."""
 
     def __init__(self, cfg: SweepConfig, data: Dataset, tracker: Tracker | None, parent_run_id: str | None, *,
-                 artifacts: str = "complete", interrupt_flag: Callable[[], bool] = lambda: False,
+                 artifacts: str = "best", interrupt_flag: Callable[[], bool] = lambda: False,
                  names_worker: bool = True) -> None:
         self.cfg = cfg
         self.data = data
         self.tracker = tracker
         self.parent_run_id = parent_run_id
-        if artifacts not in ("complete", "all", "none"):
-            raise ValueError(f"artifacts must be one of ['complete', 'all', 'none'], got {artifacts!r}")
+        from sweeps.storage import TRIAL_ARTIFACTS
+
+        if artifacts not in TRIAL_ARTIFACTS:
+            raise ValueError(f"artifacts must be one of {list(TRIAL_ARTIFACTS)}, got {artifacts!r}")
         self.artifacts = artifacts
         self.interrupt_flag = interrupt_flag
         self.names_worker = names_worker  # False when the caller (sweeps.worker) has set ``worker`` already
@@ -545,7 +547,8 @@ class Objective:
             self.tracker.queue_tags(run_id, finding_tags(diagnosis[1]))  # delivered with the run's end
         try:
             if self.artifacts != "none" and history and state != "FAIL":
-                plots = self.artifacts == "all" or state == "COMPLETE"
+                # ``best``: the launcher draws the best trials' PNGs at the end (sweeps.trial_plots)
+                plots = self.artifacts == "all" or (self.artifacts == "complete" and state == "COMPLETE")
                 self._log_artifacts(run_id, net, history, params, plots=plots, epochs=epochs,
                                     diagnosis=diagnosis[0] if diagnosis is not None else None)
         except Exception as exc:  # noqa: BLE001 - an artifact store failure does not undo the training
@@ -579,31 +582,29 @@ class Objective:
 
     def _log_artifacts(self, run_id: str, net: Any, history: list[dict[str, float]], params: dict[str, Any], *,
                        plots: bool, epochs: list[int] | None = None, diagnosis: dict[str, Any] | None = None) -> None:
+        """The trial's files (``diagnosis.json``, ``network.npz``, ``network2.json``, with ``plots`` its two PNGs),
+        sent to its run in one call."""
         assert self.tracker is not None
         with tempfile.TemporaryDirectory() as tmp:
             tmpdir = Path(tmp)
-            files = []
             if diagnosis is not None:
                 from sweeps.diagnostics import DIAGNOSIS_ARTIFACT
 
-                path = tmpdir / DIAGNOSIS_ARTIFACT
-                path.write_text(json.dumps(diagnosis, indent=2, allow_nan=False))
-                files.append(path)
+                (tmpdir / DIAGNOSIS_ARTIFACT).write_text(json.dumps(diagnosis, indent=2, allow_nan=False))
             if net is not None:
                 from nncore import io as nnio
 
                 extra = {k: params[k] for k in ("penalty", "lmbda", "convention", "n_train", "batch_size", "eta")}
-                files.append(nnio.save(net, tmpdir / "network.npz", extra=extra))
+                nnio.save(net, tmpdir / "network.npz", extra=extra)
                 try:
-                    files.append(nnio.export_network2(net, tmpdir / "network2.json"))
+                    nnio.export_network2(net, tmpdir / "network2.json")
                 except ValueError:
                     pass  # network2.py cannot represent this net (softmax or non-sigmoid hidden layers)
-            if plots:  # matplotlib needs ~0.2 s a figure: by default only for completed trials
+            if plots:  # matplotlib needs ~0.3 s a figure: see sweeps.trial_plots
                 from sweeps import plots as figs
+                from sweeps.trial_plots import trial_figures
 
-                files.append(figs.save_figure(figs.loss_decomposition_figure(history, epochs=epochs),
-                                              tmpdir / "loss_decomposition.png"))
-                files.append(figs.save_figure(figs.layer_norms_figure(history, epochs=epochs),
-                                              tmpdir / "layer_norms.png"))
-            for f in files:
-                self.tracker.log_artifact(run_id, f)
+                for file_name, fig in trial_figures(history, epochs).items():
+                    figs.save_figure(fig, tmpdir / file_name)
+            if any(tmpdir.iterdir()):
+                self.tracker.log_artifacts(run_id, tmpdir)

@@ -215,8 +215,8 @@ def run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None = None, n
               progress: ProgressFn | None = None, poll_interval: float = 1.0) -> SweepSummary:
     """Run (or resume) the study described by ``cfg`` until its budget of trials is done.
 
-    ``artifacts``: ``complete`` | ``all`` | ``none`` (``True``/``False``: ``complete``/``none``;
-    ``None``: ``loc.trial_artifacts``). MLflow's HTTP settings are bounded while it runs
+    ``artifacts``: ``best`` | ``complete`` | ``all`` | ``none`` (``True``/``False``: ``best``/``none``;
+    ``None``: ``loc.trial_artifacts``; see :mod:`sweeps.storage`). MLflow's HTTP settings are bounded while it runs
     (:func:`sweeps.storage.mlflow_http_settings`); the environment is restored afterwards.
     """
     with mlflow_http_settings(loc.request_timeout_s):
@@ -229,7 +229,7 @@ def _run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None, n_trial
                poll_interval: float) -> SweepSummary:
     cfg = cfg.with_overrides(workers=workers, n_trials=n_trials)
     if artifacts is None or artifacts is True:
-        artifacts = loc.trial_artifacts if artifacts is None else "complete"
+        artifacts = loc.trial_artifacts if artifacts is None else "best"
     elif artifacts is False:
         artifacts = "none"
     name, study = _check_and_open_study(cfg, loc, new_study=new_study, tracking=tracking)
@@ -379,11 +379,24 @@ def _close_parent(study: optuna.Study, tracker: Tracker, run_id: str, summary: S
             for key, fig in plots.study_figures(study).items():
                 path = plots.save_figure(fig, Path(tmp) / f"{key}.png")
                 tracker.log_artifact(run_id, path, "study_plots")
+    if artifacts == "best" and summary.best_value is not None:
+        _log_best_trial_plots(study, tracker)
     if artifacts != "none":
         _log_study_diagnosis(study, tracker, run_id)
     status = "KILLED" if summary.interrupted else "FINISHED"
     tracker.client.set_terminated(run_id, status=status)
     tracker.set_tags(run_id, {names.TAG_STATE: "INTERRUPTED" if summary.interrupted else "FINISHED"})
+
+
+def _log_best_trial_plots(study: optuna.Study, tracker: Tracker) -> None:
+    """The PNGs of the study's best trial(s) to their runs (:mod:`sweeps.trial_plots`); logged, never raised."""
+    from sweeps.trial_plots import draw_trial_plots
+
+    try:
+        draw_trial_plots(study.study_name, tracking_uri=tracker.tracking_uri, experiment_name=tracker.experiment_name,
+                         log=tracker.log_artifact)
+    except Exception as err:  # noqa: BLE001 - the plots read the sweep; they must not fail it
+        _log.warning("study %s: best trial plots not drawn (%s: %s)", study.study_name, type(err).__name__, err)
 
 
 def _log_study_diagnosis(study: optuna.Study, tracker: Tracker, run_id: str) -> None:

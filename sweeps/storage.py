@@ -9,9 +9,11 @@ Precedence, highest first:
   sets ``experiment_prefix`` (default ``sweeps/``: the study ``digits`` logs to the
   experiment ``sweeps/digits``), ``artifact_location`` (default: MLflow's own,
   ``./mlruns`` for a local store), ``flush_interval_s`` (metrics are sent to MLflow at most this
-  often per run; default 1.0) and ``trial_artifacts`` (``complete``: network files for every trial
-  with a network, loss and layer-norm PNGs for completed trials (default); ``all``: PNGs for pruned
-  trials too; ``none``).
+  often per run; default 1.0) and ``trial_artifacts`` (``best``, the default: network files and
+  ``diagnosis.json`` for every trial with a network, and the loss and layer-norm PNGs of the study's
+  best trial, drawn by the launcher at the end (:mod:`sweeps.trial_plots`; ``sweeps plots`` draws more
+  on demand); ``complete``: PNGs for every completed trial, drawn by the workers; ``all``: for pruned
+  trials too; ``none``: no artifacts).
 
 Optuna storage URLs: any SQLAlchemy URL (``sqlite:///optuna.db``,
 ``postgresql+psycopg2://user@host/db``) opens an ``RDBStorage`` with a heartbeat, so a
@@ -41,7 +43,7 @@ DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_PREFIX = "sweeps/"
 MLFLOW_YML = "mlflow.yml"
-TRIAL_ARTIFACTS = ("complete", "all", "none")
+TRIAL_ARTIFACTS = ("best", "complete", "all", "none")
 
 #: Default seconds between a running trial's heartbeats, and after which a silent trial is failed
 #: (YAML ``study.heartbeat_interval`` / ``study.heartbeat_grace``). Heartbeats come from a thread,
@@ -68,7 +70,7 @@ class Locations:
     experiment_prefix: str = DEFAULT_PREFIX
     artifact_location: str | None = None
     flush_interval_s: float = 1.0
-    trial_artifacts: str = "complete"
+    trial_artifacts: str = "best"
     request_timeout_s: float = 10.0
     tracking_outage_s: float = 300.0
 
@@ -99,7 +101,7 @@ def read_mlflow_yml(path: str | Path | None = None) -> dict[str, Any]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not low <= value <= high):
             raise ValueError(f"{p}: {key} must be a number of seconds in [{low}, {high}], got {value!r}")
-    if data.get("trial_artifacts", "complete") not in TRIAL_ARTIFACTS:
+    if data.get("trial_artifacts", "best") not in TRIAL_ARTIFACTS:
         raise ValueError(f"{p}: trial_artifacts must be one of {list(TRIAL_ARTIFACTS)}, "
                          f"got {data['trial_artifacts']!r}")
     return data
@@ -121,7 +123,7 @@ def resolve_locations(
         experiment_prefix=yml.get("experiment_prefix", DEFAULT_PREFIX),
         artifact_location=yml.get("artifact_location"),
         flush_interval_s=float(yml.get("flush_interval_s", 1.0)),
-        trial_artifacts=yml.get("trial_artifacts", "complete"),
+        trial_artifacts=yml.get("trial_artifacts", "best"),
         request_timeout_s=float(yml.get("request_timeout_s", 10.0)),
         tracking_outage_s=float(yml.get("tracking_outage_s", 300.0)),
     )

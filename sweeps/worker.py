@@ -129,7 +129,7 @@ class Heartbeat:
 
 
 def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: int = 0, timeout: float | None = None,
-               tracking: bool = True, artifacts: str = "complete", ready: Any = None, cancelled: Any = None) -> int:
+               tracking: bool = True, artifacts: str = "best", ready: Any = None, cancelled: Any = None) -> int:
     """Run trials of ``study_name`` until none is left to take; return an exit code (0, 75, 76, 130).
 
     ``ready``/``cancelled`` (events): the launcher prepares the MLflow store and the parent run while

@@ -162,6 +162,7 @@ class RecordingTracker:
         self.params: dict[str, dict[str, Any]] = {}
         self.tags: dict[str, dict[str, str]] = {}
         self.diagnoses: dict[str, dict[str, Any]] = {}
+        self.files: dict[str, list[str]] = {}  # artifact file names per run, in the order sent
 
     def start_trial(self, parent: str, study: str, number: int, params: dict[str, Any], **_: Any) -> str:
         run_id = f"run-{number}"
@@ -178,10 +179,15 @@ class RecordingTracker:
         self.tags.setdefault(run_id, {}).update(tags)
 
     def log_artifact(self, run_id: str, path: Any, artifact_path: str | None = None) -> None:
+        self.files.setdefault(run_id, []).append(Path(path).name)
         if Path(path).name == "diagnosis.json":
             import json
 
             self.diagnoses[run_id] = json.loads(Path(path).read_text())
+
+    def log_artifacts(self, run_id: str, local_dir: Any, artifact_path: str | None = None) -> None:
+        for path in sorted(Path(local_dir).iterdir()):
+            self.log_artifact(run_id, path, artifact_path)
 
     outage_s = 1.0
 

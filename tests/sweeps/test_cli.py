@@ -405,7 +405,7 @@ def test_version_is_the_installed_package_version(cli) -> None:
 def test_every_command_is_listed_in_the_help(cli) -> None:
     r = cli("--help")
     listed = set(re.findall(r"^  (\w+)\s", r.stdout.split("Commands:")[1], flags=re.M))
-    assert listed == {"validate", "run", "prepare", "status", "best", "trials", "history", "explain", "train", "gradcheck", "ui"}
+    assert listed == {"validate", "run", "prepare", "status", "best", "trials", "history", "explain", "plots", "train", "gradcheck", "ui"}
 
 
 def test_run_population_flag_is_validated_before_anything_is_created(sw, cli, tmp_path: Path) -> None:

@@ -49,8 +49,8 @@ def snapshot(sw, directory: Path, name: str = "tiny") -> dict[str, Any]:
         histories[rid] = {key: [(m.step, m.value) for m in sorted(client.get_metric_history(rid, key),
                                                                   key=lambda m: (m.step, m.timestamp))]
                           for key in run.data.metrics}
-    return {"study_id": study._study_id, "trials": study.trials, "parents": parents, "children": children,
-            "histories": histories}
+    return {"study_id": study._study_id, "trials": study.trials, "direction": study.direction, "parents": parents,
+            "children": children, "histories": histories}
 
 
 def child_of(snap: dict[str, Any], trial: Any) -> Any:
@@ -160,22 +160,58 @@ def test_child_params(swept) -> None:
         assert params["n_train"] == "300" and params["seed"] == "0" and params["convention"] == "dataset"
 
 
+def _ranked_complete(snap: dict[str, Any]) -> list[Any]:
+    """COMPLETE trials, best first (ties: lower number first): the order ``sweeps.trial_plots`` ranks them in."""
+    import optuna
+
+    sign = -1.0 if snap["direction"] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    done = [t for t in snap["trials"] if t.state == optuna.trial.TrialState.COMPLETE]
+    return sorted(done, key=lambda t: (sign * t.value, t.number))
+
+
 def test_child_artifacts(sw, swept) -> None:
+    """Default ``trial_artifacts: best``: network files and diagnosis.json for every trial with a network;
+    the two PNGs only for the study's best trial, drawn by the launcher at the end."""
     client = sw.mlflow_client(swept["a"])
+    best = _ranked_complete(swept["snap_a"])[0]
     seen = set()
     for run in swept["snap_a"]["children"]:
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         state = run.data.tags["sweeps.state"]
         seen.add(state)
-        if state == "COMPLETE":  # the default trial_artifacts policy: PNGs for completed trials only
+        assert {"network.npz", "network2.json", "diagnosis.json"} <= names, names
+        if run.info.run_id == best.user_attrs["mlflow_run_id"]:
             assert TRIAL_ARTIFACTS <= names, (run.info.run_id, names)
         else:
-            assert {"network.npz", "network2.json"} <= names and not any(n.endswith(".png") for n in names), names
+            assert not any(n.endswith(".png") for n in names), names
     assert "COMPLETE" in seen
     # B ran with --no-artifacts
     client_b = sw.mlflow_client(swept["b"])
     for run in swept["snap_b"]["children"] + swept["snap_b"]["parents"]:
         assert client_b.list_artifacts(run.info.run_id) == []
+
+
+def test_plots_command_draws_any_trial_on_demand(sw, swept, tmp_path) -> None:
+    """``sweeps plots``: PNGs of chosen trials from their MLflow metrics, to a folder and/or their runs."""
+    import matplotlib.image
+
+    d = tmp_path / "copy"
+    shutil.copytree(swept["a"], d)
+    ranked = _ranked_complete(swept["snap_a"])
+    other = next(t for t in swept["snap_a"]["trials"] if t.number != ranked[0].number)
+    r = sw.run_cli(["plots", "tiny", "--trial", str(other.number), "--out", "figs", "--no-log"], d)
+    assert r.returncode == 0, sw.describe(r)
+    for name in ("loss_decomposition.png", "layer_norms.png"):
+        image = matplotlib.image.imread(d / "figs" / f"trial-{other.number:04d}-{name}")
+        assert image.shape[0] > 200 and image.shape[1] > 200
+    client = sw.mlflow_client(d)
+    run_id = other.user_attrs["mlflow_run_id"]
+    assert not any(a.path.endswith(".png") for a in client.list_artifacts(run_id))  # --no-log
+    r = sw.run_cli(["plots", "tiny", "--trial", str(other.number)], d)
+    assert r.returncode == 0, sw.describe(r)
+    assert {"loss_decomposition.png", "layer_norms.png"} <= {a.path for a in client.list_artifacts(run_id)}
+    r = sw.run_cli(["plots", "tiny", "--trial", "999"], d)
+    assert r.returncode == 2 and "999" in r.stderr, sw.describe(r)
 
 
 def test_mlflow_status_matches_optuna_state(swept) -> None:

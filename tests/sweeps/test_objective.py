@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -265,12 +266,18 @@ def test_lambda_equivalents_say_when_per_batch_is_not_exact(sw, batch_size: int,
 # ------------------------------------------------------------------------------------ diagnosis
 
 
-@pytest.mark.parametrize("artifacts", ["complete", "none"])
+@pytest.mark.parametrize("artifacts", ["best", "complete", "none"])
 def test_each_trial_sends_its_findings_as_tags_and_diagnosis_json(sw, monkeypatch, artifacts: str) -> None:
-    """The findings recomputed from what was logged (records and params) are the ones sent."""
+    """The findings recomputed from what was logged (records and params) are the ones sent; the trial's
+    files go out together, with its PNGs only where the workers draw them (``complete``)."""
     from sweeps import diagnostics as dg
+    from sweeps.trial_plots import PLOT_FILES
 
-    monkeypatch.setattr("sweeps.plots.save_figure", lambda fig, path: path)  # no PNG rendering needed here
+    def save_figure(fig: Any, path: Any) -> Any:  # no PNG rendering needed here
+        Path(path).write_bytes(b"")
+        return path
+
+    monkeypatch.setattr("sweeps.plots.save_figure", save_figure)
     tracker = sw.RecordingTracker()
     study = _study(sw, {**NO_PRUNER, "training": {"lmbda": 5.0}}, 2, tracker=tracker, artifacts=artifacts)
     for t in study.trials:
@@ -282,8 +289,10 @@ def test_each_trial_sends_its_findings_as_tags_and_diagnosis_json(sw, monkeypatc
         assert tracker.tags[run_id] == dg.finding_tags(expected)
         assert "sweeps.finding.lambda_conventions" in tracker.tags[run_id]
         if artifacts == "none":
-            assert run_id not in tracker.diagnoses
+            assert run_id not in tracker.diagnoses and run_id not in tracker.files
         else:
+            pngs = sorted(PLOT_FILES) if artifacts == "complete" else []
+            assert tracker.files[run_id] == sorted(["diagnosis.json", "network.npz", "network2.json", *pngs])
             doc = tracker.diagnoses[run_id]
             assert doc["trial"] == t.number and doc["facts"]["lmbda"] == t.params["lmbda"]
             assert [f["code"] for f in doc["findings"]] == [f.code for f in expected]
