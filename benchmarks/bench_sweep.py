@@ -2,13 +2,14 @@
 
     python benchmarks/bench_sweep.py [--repeats 2] [--trials 12] [--skip-mnist]
 
-1. Tracking overhead: the same seeded trials with MLflow tracking off (--no-tracking), on
-   (metrics of every epoch + params + tags, --artifacts none) and on with the default
-   artifacts (network files for every trial, PNG plots for completed trials), alternating,
-   each in a fresh temporary directory with the embedded stores, 1 worker. The sweeps are
-   examples/digits-quick.yaml (TPE + median pruner, --trials-digits trials) and the book's
-   MNIST recipe (examples/mnist-book.yaml: 8,000 / 2,000, [784,30,10], 30 epochs, batch 10,
-   3 trials, no pruner) when the MNIST file exists.
+1. Tracking overhead, in both modes (population 1 and --population K): the same seeded trials
+   with MLflow tracking off (--no-tracking), on (metrics of every epoch + params + tags,
+   --artifacts none) and on with the default artifacts (trial_artifacts: best: network files and
+   diagnosis.json for every trial, the best trial's PNGs drawn at the end), alternating, each in a
+   fresh temporary directory with the embedded stores, 1 worker. The sweeps are
+   examples/digits-quick.yaml (TPE + median pruner, --trials-digits trials x 30 epochs) and the
+   book's MNIST recipe (examples/mnist-book.yaml: 8,000 / 2,000, [784,30,10], 30 epochs, batch 10,
+   --trials-mnist trials, no pruner; population min(K, trials)) when the MNIST file exists.
 2. Parallelism: a digits sweep (--trials trials x 30 epochs, random sampler, no pruner, tracking
    and default artifacts on) with 1 worker vs 2 workers: trials per minute.
 3. Populations (--populations): examples/digits-quick.yaml with --population-trials trials x 30
@@ -58,8 +59,9 @@ def example_cfg(name: str, trials: int, **changes: dict) -> dict:
     return cfg
 
 
-def timed(cfg_data: dict, *, workers: int = 1, tracking: bool = True, artifacts: bool = True,
+def timed(cfg_data: dict, *, workers: int = 1, tracking: bool = True, artifacts: str | None = None,
           best: list | None = None) -> float:
+    """Wall time of one whole ``run_sweep`` in a fresh directory (``artifacts=None``: the default, ``best``)."""
     cfg = parse_config(cfg_data)
     with tempfile.TemporaryDirectory() as tmp:
         loc = Locations(storage=f"sqlite:///{tmp}/optuna.db", tracking_uri=f"sqlite:///{tmp}/mlflow.db",
@@ -73,22 +75,26 @@ def timed(cfg_data: dict, *, workers: int = 1, tracking: bool = True, artifacts:
     return elapsed
 
 
-def overhead(label: str, cfg: dict, repeats: int) -> None:
+def overhead(label: str, cfg: dict, repeats: int, population: int) -> None:
+    cfg = {**cfg, "study": {**cfg["study"], "population": population}}
     t = {"off": [], "metrics": [], "full": []}
     for _ in range(repeats):
         t["off"].append(timed(cfg, tracking=False))
         t["metrics"].append(timed(cfg, tracking=True, artifacts="none"))
-        t["full"].append(timed(cfg, tracking=True, artifacts="complete"))
+        t["full"].append(timed(cfg, tracking=True))
     med = {k: statistics.median(v) for k, v in t.items()}
-    print(f"| {label} | {med['off']:.2f} s | {med['metrics']:.2f} s ({100 * (med['metrics'] / med['off'] - 1):+.1f}%) | "
-          f"{med['full']:.2f} s ({100 * (med['full'] / med['off'] - 1):+.1f}%) |")
+    print(f"| {label} | {population} | {med['off']:.2f} s | {med['metrics']:.2f} s "
+          f"({100 * (med['metrics'] / med['off'] - 1):+.1f}%) | {med['full']:.2f} s "
+          f"({100 * (med['full'] / med['metrics'] - 1):+.1f}% over metrics, "
+          f"{100 * (med['full'] / med['off'] - 1):+.1f}% over off) |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--trials", type=int, default=40, help="trials of the parallelism sweep")
-    parser.add_argument("--trials-digits", type=int, default=20, help="trials of the digits-quick overhead sweep")
+    parser.add_argument("--trials-digits", type=int, default=48, help="trials of the digits-quick overhead sweep")
+    parser.add_argument("--trials-mnist", type=int, default=4, help="trials of the MNIST overhead sweep")
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-parallelism", action="store_true")
@@ -108,22 +114,25 @@ def main() -> None:
 
 def tracking_overhead(args: argparse.Namespace) -> None:
     print("\nTracking overhead (1 worker; median of", args.repeats, "alternating runs)")
-    print("| sweep | tracking off | metrics + params | + default artifacts (networks, PNGs of completed trials) |")
-    print("|---|---|---|---|")
-    overhead(f"digits-quick.yaml, {args.trials_digits} trials", example_cfg("digits-quick.yaml", args.trials_digits),
-             args.repeats)
+    print("| sweep | population | tracking off | metrics + params | + default artifacts |")
+    print("|---|---|---|---|---|")
+    digits = example_cfg("digits-quick.yaml", args.trials_digits, training={"epochs": 30})
+    for pop in (1, args.population):
+        overhead(f"digits-quick.yaml, {args.trials_digits} trials x 30 epochs", digits, args.repeats, pop)
     if not args.skip_mnist and (MNIST / "t10k-images-idx3-ubyte.gz").exists():
-        overhead("mnist-book.yaml (the book's recipe), 3 trials x 30 epochs",
-                 example_cfg("mnist-book.yaml", 3, data={"path": str(MNIST)}, study={"pruner": {"name": "none"}}),
-                 args.repeats)
+        mnist = example_cfg("mnist-book.yaml", args.trials_mnist, data={"path": str(MNIST)},
+                            study={"pruner": {"name": "none"}})
+        for pop in (1, min(args.population, args.trials_mnist)):
+            overhead(f"mnist-book.yaml (the book's recipe), {args.trials_mnist} trials x 30 epochs", mnist,
+                     args.repeats, pop)
 
 
 def parallelism(args: argparse.Namespace) -> None:
     print(f"\nParallelism (digits, {args.trials} trials x 30 epochs, tracking and default artifacts on)")
     t1, t2 = [], []
     for _ in range(args.repeats):
-        t1.append(timed(digits_cfg(args.trials, epochs=30), workers=1, artifacts="complete"))
-        t2.append(timed(digits_cfg(args.trials, epochs=30), workers=2, artifacts="complete"))
+        t1.append(timed(digits_cfg(args.trials, epochs=30), workers=1))
+        t2.append(timed(digits_cfg(args.trials, epochs=30), workers=2))
     m1, m2 = statistics.median(t1), statistics.median(t2)
     print("| workers | time | trials/min |")
     print("|---|---|---|")
@@ -148,11 +157,11 @@ def populations(args: argparse.Namespace) -> None:
         for seed in range(args.seeds):
             for pop in (1, k):
                 cfg = {**base, "seed": seed, "study": {**base["study"], "workers": 2, "population": pop}}
-                times[pop].append(timed(cfg, workers=2, artifacts="complete", best=bests[pop]))
+                times[pop].append(timed(cfg, workers=2, best=bests[pop]))
         m1, mk = statistics.median(times[1]), statistics.median(times[k])
         b1 = ", ".join(f"{b:.4f}" for b in bests[1])
         bk = ", ".join(f"{b:.4f}" for b in bests[k])
-        print(f"| {label} | {m1:.2f} s | {mk:.2f} s | {m1 / mk:.2f}x | {b1} / {bk} |")
+        print(f"| {label} | {m1:.2f} s | {mk:.2f} s | {m1 / mk:.2f}x | {b1} / {bk} |", flush=True)
 
 
 if __name__ == "__main__":
