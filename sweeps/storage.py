@@ -14,9 +14,6 @@ Precedence, highest first:
   best trial, drawn by the launcher at the end (:mod:`sweeps.trial_plots`; ``sweeps plots`` draws more
   on demand); ``complete``: PNGs for every completed trial, drawn by the workers; ``all``: for pruned
   trials too; ``none``: no artifacts).
-  ``tracking_process`` (``auto``, the default: each worker's MLflow writes run in a process of their
-  own when every worker can have a spare core for it, ``2 x workers <= cores``; ``on``; ``off``:
-  :mod:`sweeps.tracking_relay`).
 
 Optuna storage URLs: any SQLAlchemy URL (``sqlite:///optuna.db``,
 ``postgresql+psycopg2://user@host/db``) opens an ``RDBStorage`` with a heartbeat, so a
@@ -76,7 +73,6 @@ class Locations:
     trial_artifacts: str = "best"
     request_timeout_s: float = 10.0
     tracking_outage_s: float = 300.0
-    tracking_process: str = "auto"
 
     def experiment_name(self, study_name: str) -> str:
         return f"{self.experiment_prefix}{study_name}"
@@ -93,7 +89,7 @@ def read_mlflow_yml(path: str | Path | None = None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{p}: the top level must be a mapping, got {type(data).__name__}")
     allowed = {"tracking_uri", "experiment_prefix", "artifact_location", "flush_interval_s", "trial_artifacts",
-               "request_timeout_s", "tracking_outage_s", "tracking_process"}
+               "request_timeout_s", "tracking_outage_s"}
     unknown = set(data) - allowed
     if unknown:
         raise ValueError(f"{p}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -105,11 +101,6 @@ def read_mlflow_yml(path: str | Path | None = None) -> dict[str, Any]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not low <= value <= high):
             raise ValueError(f"{p}: {key} must be a number of seconds in [{low}, {high}], got {value!r}")
-    from sweeps.tracking_relay import TRACKING_PROCESS
-
-    if data.get("tracking_process", "auto") not in TRACKING_PROCESS:
-        raise ValueError(f"{p}: tracking_process must be one of {list(TRACKING_PROCESS)}, "
-                         f"got {data['tracking_process']!r}")
     if data.get("trial_artifacts", "best") not in TRIAL_ARTIFACTS:
         raise ValueError(f"{p}: trial_artifacts must be one of {list(TRIAL_ARTIFACTS)}, "
                          f"got {data['trial_artifacts']!r}")
@@ -135,7 +126,6 @@ def resolve_locations(
         trial_artifacts=yml.get("trial_artifacts", "best"),
         request_timeout_s=float(yml.get("request_timeout_s", 10.0)),
         tracking_outage_s=float(yml.get("tracking_outage_s", 300.0)),
-        tracking_process=yml.get("tracking_process", "auto"),
     )
 
 

@@ -40,7 +40,6 @@ from sweeps.objective import Interrupted, Objective, TrackingLost, TrialAbandone
 from sweeps.storage import Locations, StorageUnavailable, bound_mlflow_http_retries
 from sweeps.study import claim_trial, load, open_study_storage, trial_id
 from sweeps.tracking import Tracker, TrackingUnavailable
-from sweeps.tracking_relay import TrackingRelay, use_relay
 
 _log = logging.getLogger("sweeps.worker")
 
@@ -144,19 +143,6 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: in
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     cfg = parse_config(cfg_data, source="worker")
-    relay = None
-    if tracking and use_relay(loc.tracking_process, cfg.study.workers):  # it starts while this worker does
-        relay = TrackingRelay(loc.tracking_uri, loc.experiment_name(study_name), loc.artifact_location, ready=ready,
-                              flush_interval=loc.flush_interval_s, outage_s=loc.tracking_outage_s)
-    try:
-        return _start_and_run(cfg, loc, study_name, timeout, tracking, artifacts, ready, cancelled, relay)
-    finally:
-        if relay is not None:
-            relay.close()
-
-
-def _start_and_run(cfg: Any, loc: Locations, study_name: str, timeout: float | None, tracking: bool, artifacts: str,
-                   ready: Any, cancelled: Any, relay: TrackingRelay | None) -> int:
     try:
         storage = open_study_storage(cfg, loc.storage)
         study = load(cfg, storage, study_name)
@@ -164,7 +150,7 @@ def _start_and_run(cfg: Any, loc: Locations, study_name: str, timeout: float | N
         _log.error("%s", err)
         return EXIT_STORAGE_UNAVAILABLE
     data = load_data(cfg.data, cfg.seed)
-    if tracking and relay is None and not loc.tracking_uri.startswith(("http://", "https://")):
+    if tracking and not loc.tracking_uri.startswith(("http://", "https://")):
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - ~0.6 s import, while the launcher prepares
     if ready is not None:
         ready.wait()
@@ -172,23 +158,11 @@ def _start_and_run(cfg: Any, loc: Locations, study_name: str, timeout: float | N
             return 0
     parent_run_id = study.user_attrs.get(names.STUDY_PARENT_RUN) if tracking else None
     try:  # waits out a tracking server that is down for up to tracking_outage_s
-        tracker = (relay.started() if relay is not None else open_tracker(cfg, loc, study_name)) if tracking else None
+        tracker = Tracker(loc.tracking_uri, loc.experiment_name(study_name), loc.artifact_location,
+                          flush_interval=flush_interval(loc.flush_interval_s, cfg), outage_s=loc.tracking_outage_s) if tracking else None
     except TrackingUnavailable as err:
         _log.error("%s", err)
         return EXIT_TRACKING_UNAVAILABLE
-    return _run_with_tracker(cfg, study, storage, data, tracker, parent_run_id, artifacts, timeout)
-
-
-def open_tracker(cfg: Any, loc: Locations, study_name: str) -> Tracker:
-    """The worker's in-process tracker: each run flushed every ``flush_interval_s`` x the population size
-    (:func:`flush_interval`). A :class:`~sweeps.tracking_relay.TrackingRelay` (where a core is free) flushes every
-    ``flush_interval_s``: it does not hold up training."""
-    return Tracker(loc.tracking_uri, loc.experiment_name(study_name), loc.artifact_location,
-                   flush_interval=flush_interval(loc.flush_interval_s, cfg), outage_s=loc.tracking_outage_s)
-
-
-def _run_with_tracker(cfg: Any, study: optuna.Study, storage: Any, data: Any, tracker: Any, parent_run_id: str | None,
-                      artifacts: str, timeout: float | None) -> int:
     stop = threading.Event()
     objective = Objective(cfg, data, tracker, parent_run_id, artifacts=artifacts, interrupt_flag=stop.is_set,
                           names_worker=False)

@@ -150,18 +150,14 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _spawned(pids: list[int]) -> list[int]:
-    return [p for p in pids if "multiprocessing.spawn" in _cmdline(p) and "resource_tracker" not in _cmdline(p)]
-
-
 def worker_pids(launcher: int) -> list[int]:
-    """The launcher's worker processes (its own children; a worker's tracking relay is a grandchild)."""
-    return _spawned(_children(launcher))
+    return [p for p in _descendants(launcher)
+            if "multiprocessing.spawn" in _cmdline(p) and "resource_tracker" not in _cmdline(p)]
 
 
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
-        for pid in _spawned(_descendants(proc.pid)):  # workers and their tracking relays
+        for pid in worker_pids(proc.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
