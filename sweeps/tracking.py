@@ -12,9 +12,9 @@ Layout (what :mod:`sweeps.query` reads back; tag names in :mod:`sweeps.names`):
   ``flush_interval`` seconds per run (default 1 s, ``flush_interval_s`` in ``mlflow.yml``; 0 sends
   every epoch at once), several epochs in one call when epochs are fast (MLflow's SQL store spends
   ~7 ms per call whatever its size, longer than a digits epoch).
-  On a SQLite or PostgreSQL store the metrics are written with one bulk statement
-  (:mod:`sweeps.metric_writer`: the rows ``log_batch`` would store, ~10x faster than its ORM path);
-  params, tags and metrics sent to a tracking server go through ``log_batch``.
+  On a SQLite or PostgreSQL store a run's queued metrics, params, tags and end are written in one
+  transaction (:mod:`sweeps.bulk_writer`: the rows MLflow's client would store, ~10x faster than its
+  ORM path); to a tracking server they go through ``log_batch`` and ``set_terminated``.
 
 Delivery (the tracking server may go away):
 
@@ -135,7 +135,7 @@ class Tracker:
     """All MLflow writes of a sweep: a client, the experiment id and the runs' outboxes."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str | None = None, *,
-                 flush_interval: float = 1.0, outage_s: float = 300.0, bulk_metrics: bool = True,
+                 flush_interval: float = 1.0, outage_s: float = 300.0, bulk: bool = True,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.tracking_uri = tracking_uri
         self.flush_interval = flush_interval
@@ -151,13 +151,13 @@ class Tracker:
         self.experiment_name = experiment_name
         self.experiment_id = self._until_delivered(lambda: self._experiment(artifact_location),
                                                    what=f"finding the experiment {experiment_name!r}")
-        #: Writes metrics straight into a SQLite/PostgreSQL store (:mod:`sweeps.metric_writer`), ~10x faster
-        #: than ``log_batch``; None (``log_batch``) for a tracking server, another schema or ``bulk_metrics=False``.
-        self.metric_writer = None
-        if bulk_metrics:
-            from sweeps.metric_writer import MetricWriter
+        #: Writes runs straight into a SQLite/PostgreSQL store (:mod:`sweeps.bulk_writer`), ~10x faster than
+        #: MLflow's client; None (the client) for a tracking server, another schema or ``bulk=False``.
+        self.bulk_writer = None
+        if bulk:
+            from sweeps.bulk_writer import BulkWriter
 
-            self.metric_writer = MetricWriter.for_uri(tracking_uri)
+            self.bulk_writer = BulkWriter.for_uri(tracking_uri)
 
     def _experiment(self, artifact_location: str | None) -> str:
         """The experiment's id: found, restored if deleted, or created."""
@@ -227,7 +227,7 @@ class Tracker:
         passed (or ``flush``) and the store is not in a back-off. Never raises for a transient failure."""
         ts = int(time.time() * 1000)
         box = self._outbox.setdefault(run_id, _Outbox())
-        if box.metrics and len(box.metrics) + len(metrics) > MAX_BATCH_ITEMS:
+        if self.bulk_writer is None and box.metrics and len(box.metrics) + len(metrics) > MAX_BATCH_ITEMS:
             self.flush(run_id)  # a full batch goes out first
             box = self._outbox.setdefault(run_id, box)
         box.metrics.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
@@ -259,13 +259,20 @@ class Tracker:
     def _send(self, run_id: str, box: _Outbox) -> None:
         """Send ``box`` in as few calls as MLflow allows; remove each part once accepted.
 
-        Metrics go first, through :attr:`metric_writer` where there is one (one transaction for all), then
-        params and tags (and metrics without a writer) with ``log_batch``, then the run's end.
+        With :attr:`bulk_writer`: everything queued (metrics, params, tags, the run's end) in one transaction.
+        Otherwise ``log_batch`` calls of at most :data:`MAX_BATCH_ITEMS` values, then ``set_terminated``.
         """
-        if self.metric_writer is not None and box.metrics:
-            m = list(box.metrics)
-            self._timed(lambda: self.metric_writer.write(run_id, m))
+        if self.bulk_writer is not None and self.bulk_writer.handles(box.tags):
+            m, p = list(box.metrics), list(box.params)
+            t = [RunTag(k, v) for k, v in box.tags.items()]
+            status = box.status
+            self._timed(lambda: self.bulk_writer.write(run_id, m, params=p, tags=t, status=status))
             del box.metrics[:len(m)]
+            del box.params[:len(p)]
+            for tag in t:
+                box.tags.pop(tag.key, None)
+            box.status = None
+            return
         while box.params or box.metrics or box.tags:
             p = box.params[:MAX_BATCH_PARAMS]
             t = [RunTag(k, v) for k, v in list(box.tags.items())[:MAX_BATCH_PARAMS - len(p)]] \

@@ -1,4 +1,4 @@
-"""The bulk metric writer stores exactly what ``MlflowClient.log_batch`` stores (the oracle)."""
+"""The bulk writer stores exactly what MLflow's client stores (the oracle)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sweeps import metric_writer as mw
-from sweeps.metric_writer import MetricWriter, sanitize
+from sweeps import bulk_writer as mw
+from sweeps.bulk_writer import BulkWriter, sanitize
 
 
 @pytest.fixture()
@@ -19,7 +19,7 @@ def store(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("e")
-    writer = MetricWriter.for_uri(uri)
+    writer = BulkWriter.for_uri(uri)
     assert writer is not None
     yield client, exp, writer
     writer.close()
@@ -62,6 +62,34 @@ def test_bulk_rows_equal_log_batch_rows(store):
     assert len(hist_b["m0"]) == 5  # the resent rows are not duplicated
 
 
+def test_params_tags_and_end_equal_the_client_s(store):
+    from mlflow.entities import Param, RunTag
+
+    client, exp, writer = store
+    a = client.create_run(exp, run_name="same").info.run_id
+    b = client.create_run(exp, run_name="same").info.run_id
+    params = [Param("eta", "0.5"), Param("sizes", "[64, 30, 10]")]
+    tags = [RunTag("sweeps.state", "RUNNING"), RunTag("sweeps.state", "COMPLETE"), RunTag("x", "1")]
+    client.log_batch(a, params=params, tags=tags[:1])
+    client.log_batch(a, params=params[:1], tags=tags[1:])  # a param resent with its value: accepted
+    client.set_terminated(a, status="KILLED", end_time=1234)
+    writer.write(b, params=params, tags=tags[:1])
+    writer.write(b, params=params[:1], tags=tags[1:], status="KILLED", end_time=1234)
+    ra, rb = client.get_run(a), client.get_run(b)
+    assert rb.data.params == ra.data.params and rb.data.tags == ra.data.tags and rb.data.tags["sweeps.state"] == "COMPLETE"
+    assert (rb.info.status, rb.info.end_time) == (ra.info.status, ra.info.end_time) == ("KILLED", 1234)
+    with pytest.raises(MlflowException) as ours:
+        writer.write(b, params=[Param("eta", "0.7")])
+    with pytest.raises(MlflowException) as theirs:
+        client.log_batch(a, params=[Param("eta", "0.7")])
+    assert ours.value.error_code == theirs.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "Changing param values is not allowed" in str(ours.value)
+    assert client.get_run(b).data.params["eta"] == "0.5"  # the refused send wrote nothing
+    assert not BulkWriter.handles(["mlflow.runName"]) and BulkWriter.handles(["sweeps.state"])
+    with pytest.raises(MlflowException):
+        writer.write(b, tags=[RunTag("mlflow.runName", "x")])
+
+
 def test_deleted_or_missing_run_is_refused_like_mlflow(store):
     client, exp, writer = store
     run = client.create_run(exp).info.run_id
@@ -81,9 +109,9 @@ def test_unknown_schema_revision_or_store_kind_falls_back(tmp_path, monkeypatch)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     MlflowClient(tracking_uri=uri).create_experiment("e")
     monkeypatch.setattr(mw, "SCHEMA_REVISIONS", frozenset({"not-this-one"}))
-    assert MetricWriter.for_uri(uri) is None
-    assert MetricWriter.for_uri("http://127.0.0.1:5000") is None
-    assert MetricWriter.for_uri(f"sqlite:///{tmp_path}/absent.db") is None
+    assert BulkWriter.for_uri(uri) is None
+    assert BulkWriter.for_uri("http://127.0.0.1:5000") is None
+    assert BulkWriter.for_uri(f"sqlite:///{tmp_path}/absent.db") is None
 
 
 def test_tracker_without_a_writer_stores_the_same(tmp_path, monkeypatch):
@@ -93,8 +121,8 @@ def test_tracker_without_a_writer_stores_the_same(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     runs = {}
     for bulk in (True, False):
-        tracker = Tracker(uri, "e", flush_interval=0.0, bulk_metrics=bulk)
-        assert (tracker.metric_writer is not None) is bulk
+        tracker = Tracker(uri, "e", flush_interval=0.0, bulk=bulk)
+        assert (tracker.bulk_writer is not None) is bulk
         run = tracker.start_trial("", "s", 0, {"eta": 0.5})
         for epoch in range(3):
             tracker.log_epoch(run, {"loss": 1.0 / (epoch + 1), "acc": epoch / 3}, epoch)
@@ -106,8 +134,14 @@ def test_tracker_without_a_writer_stores_the_same(tmp_path, monkeypatch):
         history, latest = _stored(client, run)
         got[bulk] = ({k: [(step, value) for step, _, value in rows] for k, rows in history.items()}, latest)
     assert got[True] == got[False]  # the same values at the same steps (each measured at its own time)
-    assert client.get_run(runs[True]).data.params["eta"] == "0.5"
-    assert client.get_run(runs[True]).info.status == "FINISHED"
+    bulk, plain = client.get_run(runs[True]), client.get_run(runs[False])
+    assert bulk.data.params == plain.data.params and bulk.data.params["eta"] == "0.5"
+    skip = {"sweeps.attempt"}  # a token of its own per run
+    assert {k: v for k, v in bulk.data.tags.items() if k not in skip} == \
+        {k: v for k, v in plain.data.tags.items() if k not in skip}
+    assert bulk.data.tags["sweeps.state"] == "COMPLETE" and bulk.data.tags["sweeps.reason"] == "completed: 3 epochs"
+    assert bulk.info.status == plain.info.status == "FINISHED"
+    assert bulk.info.end_time >= bulk.info.start_time
 
 
 def test_sanitize_matches_mlflow():
@@ -124,7 +158,7 @@ def test_bulk_rows_equal_log_batch_rows_on_postgresql():
     with pg_database("sweeps_test_writer") as uri:
         client = MlflowClient(tracking_uri=uri)
         exp = client.create_experiment("e")
-        writer = MetricWriter.for_uri(uri)
+        writer = BulkWriter.for_uri(uri)
         assert writer is not None
         try:
             a = client.create_run(exp).info.run_id
@@ -147,7 +181,7 @@ def test_a_locked_store_keeps_the_metrics_queued_until_it_is_free(tmp_path, monk
     monkeypatch.setattr(mw, "SQLITE_BUSY_TIMEOUT_S", 0.05)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "e", flush_interval=0.0)
-    assert tracker.metric_writer is not None
+    assert tracker.bulk_writer is not None
     run = tracker.start_trial("", "s", 0, {})
     tracker.log_epoch(run, {"loss": 1.0}, 1)  # delivered
     holder = sqlite3.connect(f"{tmp_path}/mlflow.db", isolation_level=None)
