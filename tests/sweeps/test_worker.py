@@ -222,3 +222,50 @@ def test_a_population_worker_claims_at_most_its_share_of_the_waiting_trials(popu
     from sweeps.worker import claim_share
 
     assert claim_share(population, waiting, workers) == share
+
+
+def test_a_population_that_loses_the_tracking_store_fails_and_retries_every_member(sw):
+    """The tracking store stays down when the first member ends (its run's end cannot be delivered): that member
+    and the members still training are failed "lost: tracking unavailable" with their runs queued, each is
+    retried with its parameters, and the worker exits 76 (the launcher says the store is down)."""
+    import copy
+    import threading
+
+    import optuna
+
+    from sweeps import names
+    from sweeps.config import parse_config
+    from sweeps.objective import Objective, load_data
+    from sweeps.samplers import build_pruner, build_sampler
+    from sweeps.tracking import TrackingUnavailable
+    from sweeps.worker import EXIT_TRACKING_UNAVAILABLE, _Loop
+
+    class DownAtFirstEnd(sw.RecordingTracker):
+        def finish(self, run_id: str, state: str, reason: str = "", status: str = "", **_: Any) -> None:
+            raise TrackingUnavailable("the tracking store sqlite:///x failed for 300 s: database is locked")
+
+    raw = sw.merge(sw.BASE_CONFIG, {"search_space": {"epochs": {"type": "categorical", "choices": [2, 40]}},
+                                    "study": {"n_trials": 3, "population": 3, "workers": 1,
+                                              "pruner": {"__replace__": True, "name": "none"}}})
+    cfg = parse_config(copy.deepcopy(raw))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name=cfg.name, storage=storage, direction=cfg.objective.direction,
+                                sampler=build_sampler(cfg), pruner=build_pruner(cfg))
+    for epochs in (2, 40, 40):
+        study.enqueue_trial({"epochs": epochs})
+    tracker = DownAtFirstEnd()
+    stop = threading.Event()
+    objective = Objective(cfg, load_data(cfg.data, cfg.seed), tracker, None, artifacts="none",
+                          interrupt_flag=stop.is_set, names_worker=False)
+    assert _Loop(cfg, study, storage, objective, tracker, stop).run(None) == EXIT_TRACKING_UNAVAILABLE
+    trials = {t.number: t for t in study.trials}
+    lost = [trials[n] for n in (0, 1, 2)]
+    assert [t.state.name for t in lost] == ["FAIL"] * 3
+    assert all(t.user_attrs[names.TRIAL_REASON].startswith(names.REASON_LOST_TRACKING) for t in lost), \
+        [t.user_attrs[names.TRIAL_REASON] for t in lost]
+    assert len(tracker.epochs[lost[1].user_attrs["mlflow_run_id"]]) < 41  # stopped before its 40 epochs
+    retries = {t.user_attrs[names.TRIAL_RETRY_OF]: t for t in study.trials if names.TRIAL_RETRY_OF in t.user_attrs}
+    assert sorted(retries) == [0, 1, 2]
+    assert all(retries[n].state.name == "WAITING" and retries[n].params == trials[n].params for n in retries)
+    assert [retries[n].params["epochs"] for n in (0, 1, 2)] == [2, 40, 40]
