@@ -238,11 +238,23 @@ def prepare(config: str, storage: str | None, tracking_uri: str | None, mlflow_y
     click.echo(f"study {prep.name!r} ready in {loc.storage}; parent run {prep.parent_run_id} in {loc.tracking_uri}")
 
 
+def _existing_storage(url: str) -> None:
+    """Refuse a SQLite study database that does not exist: reading it would create an empty one."""
+    from sweeps.query.database import scheme, sqlite_path
+
+    if scheme(url) == "sqlite":
+        path = sqlite_path(url)
+        if path is None or not Path(path).is_file():
+            _fail(f"no Optuna study database at {url} (the file {path or ':memory:'} does not exist); "
+                  f"give --storage or SWEEPS_STORAGE, or run from the directory where 'sweeps run' created it")
+
+
 def _load_study(name: str, loc: Any) -> Any:
     import optuna
 
     from sweeps.storage import open_storage
 
+    _existing_storage(loc.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(loc.storage, heartbeat=False)
     try:
@@ -263,6 +275,7 @@ def status(study: str | None, storage: str | None) -> None:
     from sweeps.storage import open_storage
 
     loc = _locations(storage, None, None)
+    _existing_storage(loc.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     st = open_storage(loc.storage, heartbeat=False)
     summaries = optuna.study.get_all_study_summaries(st, include_best_trial=True)

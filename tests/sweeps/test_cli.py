@@ -206,6 +206,15 @@ def test_status_counts_trials_by_state_with_the_best_value(cli, filled: str) -> 
     assert one.exit_code == 0 and [row.split()[0] for row in one.stdout.splitlines()[1:]] == ["b"]
 
 
+@pytest.mark.parametrize("command", [["status"], ["status", "a"], ["best", "a"], ["trials", "a"]])
+def test_a_mistyped_sqlite_path_is_refused_and_not_created(cli, tmp_path: Path, command: list[str]) -> None:
+    missing = tmp_path / "optuan.db"
+    r = cli(*command, "--storage", f"sqlite:///{missing}")
+    assert r.exit_code == 2, describe(r)
+    assert f"no Optuna study database at sqlite:///{missing}" in r.stderr, describe(r)
+    assert not missing.exists()
+
+
 def test_status_of_an_unknown_study_exits_2(cli, filled: str) -> None:
     r = cli("status", "zz", "--storage", filled)
     assert r.exit_code == 2 and f"study 'zz' not found in {filled}" in r.stderr, describe(r)
