@@ -230,4 +230,4 @@ def _engine(uri: str, kind: str) -> Any:
         # isolation_level=None: the driver emits no BEGIN of its own; this one takes the write lock at once.
         sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return sa.create_engine(uri, pool_pre_ping=True, pool_size=1, max_overflow=1)
+    return sa.create_engine(uri, pool_pre_ping=True, pool_size=1, max_overflow=0)  # one connection a tracker

@@ -120,8 +120,15 @@ class Sweep:
             proc.wait(timeout=30)
 
     def study(self) -> Any:
+        """The study, read through one storage without a connection pool: the tests poll this many times a
+        second, and an engine per call (a URL passed to ``load_study``) kept a PostgreSQL connection each
+        until garbage collection, enough to exhaust the server's ``max_connections`` in a long wait."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return optuna.load_study(study_name=self.name, storage=self.storage)
+        if getattr(self, "_storage", None) is None:
+            from sqlalchemy.pool import NullPool
+
+            self._storage = optuna.storages.RDBStorage(self.storage, engine_kwargs={"poolclass": NullPool})
+        return optuna.load_study(study_name=self.name, storage=self._storage)
 
     def workers(self, proc: subprocess.Popen) -> list[int]:
         out = []
