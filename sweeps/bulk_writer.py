@@ -42,11 +42,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
-from sweeps.query.database import SCHEMA_REVISIONS, schema_revision, scheme, sqlite_path
+from sweeps.query.database import (SCHEMA_REVISIONS, read_only_connection, require_sqlite_file, schema_revision,
+                                   scheme, sqlite_engine, sqlite_path)
 
 _log = logging.getLogger("sweeps.bulk_writer")
 
@@ -95,16 +95,16 @@ class BulkWriter:
         if kind not in SUPPORTED_SCHEMES:
             return None
         try:
-            engine = _engine(tracking_uri, kind)
-            with engine.connect() as conn:
+            require_sqlite_file(tracking_uri)  # an in-memory store is private to MLflow's own engine
+            with read_only_connection(tracking_uri) as conn:  # the revision is read without a write lock
                 revision = schema_revision(conn)
+            if revision not in SCHEMA_REVISIONS:
+                _log.info("bulk writes off: MLflow's database is at schema revision %r, not one of %s; "
+                          "runs are written through MlflowClient", revision, sorted(SCHEMA_REVISIONS))
+                return None
+            engine = _engine(tracking_uri, kind)
         except Exception as err:  # noqa: BLE001 - no bulk path, the public API still works
             _log.info("bulk writes off for %s (%s: %s)", tracking_uri, type(err).__name__, err)
-            return None
-        if revision not in SCHEMA_REVISIONS:
-            _log.info("bulk writes off: MLflow's database is at schema revision %r, not one of %s; "
-                      "runs are written through MlflowClient", revision, sorted(SCHEMA_REVISIONS))
-            engine.dispose()
             return None
         return cls(engine, "sqlite" if kind == "sqlite" else "postgresql")
 
@@ -209,25 +209,9 @@ class BulkWriter:
 
 def _engine(uri: str, kind: str) -> Any:
     """A SQLAlchemy engine for the bulk writes (SQLite: ``BEGIN IMMEDIATE`` transactions, no pool)."""
-    import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
-
     if kind == "sqlite":
-        import sqlite3
+        return sqlite_engine(sqlite_path(uri) or "", pragma="PRAGMA foreign_keys = ON", begin="BEGIN IMMEDIATE",
+                             timeout=SQLITE_BUSY_TIMEOUT_S)  # BEGIN IMMEDIATE: the write lock at once
+    import sqlalchemy as sa
 
-        path = sqlite_path(uri)
-        if path is None:
-            raise ValueError("an in-memory SQLite store is private to MLflow's own engine")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no MLflow SQLite database at {uri!r}")
-
-        def connect() -> sqlite3.Connection:
-            con = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA foreign_keys = ON")
-            return con
-
-        engine = sa.create_engine("sqlite://", creator=connect, poolclass=NullPool)
-        # isolation_level=None: the driver emits no BEGIN of its own; this one takes the write lock at once.
-        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-        return engine
     return sa.create_engine(uri, pool_pre_ping=True, pool_size=1, max_overflow=0)  # one connection a tracker

@@ -240,13 +240,13 @@ def prepare(config: str, storage: str | None, tracking_uri: str | None, mlflow_y
 
 def _existing_storage(url: str) -> None:
     """Refuse a SQLite study database that does not exist: reading it would create an empty one."""
-    from sweeps.query.database import scheme, sqlite_path
+    from sweeps.query.database import require_sqlite_file, sqlite_path
 
-    if scheme(url) == "sqlite":
-        path = sqlite_path(url)
-        if path is None or not Path(path).is_file():
-            _fail(f"no Optuna study database at {url} (the file {path or ':memory:'} does not exist); "
-                  f"give --storage or SWEEPS_STORAGE, or run from the directory where 'sweeps run' created it")
+    try:
+        require_sqlite_file(url)
+    except FileNotFoundError:
+        _fail(f"no Optuna study database at {url} (the file {sqlite_path(url) or ':memory:'} does not exist); "
+              f"give --storage or SWEEPS_STORAGE, or run from the directory where 'sweeps run' created it")
 
 
 def _load_study(name: str, loc: Any) -> Any:

@@ -84,6 +84,30 @@ def require_sqlite_file(uri: str) -> None:
 # ------------------------------------------------------------------------------ connection
 
 
+def sqlite_engine(database: str, *, pragma: str, begin: str, uri: bool = False, timeout: float = 5.0) -> Any:
+    """A SQLAlchemy engine over pysqlite, without a pool, whose transactions start with ``begin``
+    (``BEGIN``, ``BEGIN IMMEDIATE``) and whose connections run ``pragma`` first.
+
+    SQLAlchemy's recipe for pysqlite transactions: ``isolation_level=None`` so that the driver
+    emits no BEGIN of its own, and a ``begin`` listener that emits ours. ``uri``: ``database`` is a
+    ``file:`` URI (``?mode=ro``); ``timeout``: the busy timeout in seconds.
+    """
+    import sqlite3
+
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    def connect() -> sqlite3.Connection:
+        con = sqlite3.connect(database, uri=uri, timeout=timeout, isolation_level=None, check_same_thread=False)
+        con.execute(pragma)
+        return con
+
+    engine = sa.create_engine("sqlite://", creator=connect, poolclass=NullPool)
+    sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
+    return engine
+
+
+
 @contextlib.contextmanager
 def read_only_connection(uri: str) -> Iterator[Any]:
     """A SQLAlchemy connection inside one read-only transaction, rolled back at the end."""
@@ -92,19 +116,8 @@ def read_only_connection(uri: str) -> Iterator[Any]:
 
     kind = scheme(uri)
     if kind == "sqlite":
-        import sqlite3
-
         target = "file:" + quote(os.path.abspath(sqlite_path(uri) or ""), safe="/") + "?mode=ro"
-
-        def connect() -> sqlite3.Connection:
-            # isolation_level=None: the driver emits no BEGIN of its own; the "begin"
-            # listener below does (SQLAlchemy's recipe for pysqlite transactions).
-            con = sqlite3.connect(target, uri=True, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA query_only = 1")
-            return con
-
-        engine = sa.create_engine("sqlite://", creator=connect, poolclass=NullPool)
-        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        engine = sqlite_engine(target, uri=True, pragma="PRAGMA query_only = 1", begin="BEGIN")
         options: dict[str, Any] = {}
     elif kind in ("postgresql", "postgres"):
         engine = sa.create_engine(uri, poolclass=NullPool)
