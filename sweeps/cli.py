@@ -11,9 +11,6 @@ nothing is left RUNNING).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -158,20 +155,11 @@ def run(config: str, workers: int | None, n_trials: int | None, population: int 
         summary = run_sweep(cfg, loc, workers=workers, n_trials=n_trials, new_study=new_study,
                             tracking=not no_tracking, artifacts="none" if no_artifacts else artifacts,
                             progress=progress)
-    except ConfigError as err:
+    except (ValueError, OSError, DatasetError, MlflowException) as err:
         if bar:
-            bar.stop()
-        _fail(str(err))
-        return
-    except (OSError, DatasetError, MlflowException) as err:  # a store, server or data file out of reach
-        if bar:
-            bar.stop()
-        _fail(str(err), EXIT_UNAVAILABLE)
-        return
-    except ValueError as err:
-        if bar:
-            bar.stop()
-        _fail(str(err))
+            bar.stop()  # before the message: a live progress bar would overdraw it
+        unreachable = isinstance(err, (OSError, DatasetError, MlflowException)) and not isinstance(err, ConfigError)
+        _fail(str(err), EXIT_UNAVAILABLE if unreachable else EXIT_BAD_INPUT)  # a store, server or data file
         return
     finally:
         if bar:
@@ -570,60 +558,6 @@ def gradcheck(sizes: str, cost: str, activation: str, penalty: str, lmbda: float
         sys.exit(EXIT_NO_COMPLETE)
 
 
-def runs_table_url(base_url: str, experiment_id: str) -> str:
-    """The MLflow UI's runs table of one experiment.
-
-    MLflow 3's UI is a hash-routed single page; ``#/experiments/<id>`` alone opens the experiment's
-    GenAI overview (empty for a sweep), ``#/experiments/<id>/runs`` its runs table (the route
-    ``experimentPageTabRuns`` of MLflow 3.17's UI).
-    """
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
-
-
-def study_experiments(tracking_uri: str, experiment_prefix: str, study: str | None = None) -> list[tuple[str, str]]:
-    """(experiment name, id) of the sweeps experiments in the store, sorted by name: the experiment of
-    ``study`` (none if it does not exist), else every active experiment whose name starts with the prefix.
-    A SQLite store that does not exist yet has none (it is not created here)."""
-    from sweeps.query.database import require_sqlite_file
-
-    try:
-        require_sqlite_file(tracking_uri)
-    except FileNotFoundError:
-        return []
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    if study is not None:
-        exp = client.get_experiment_by_name(f"{experiment_prefix}{study}")
-        return [(exp.name, exp.experiment_id)] if exp is not None and exp.lifecycle_stage == "active" else []
-    found: list[tuple[str, str]] = []
-    token = None
-    while True:
-        page = client.search_experiments(max_results=1000, page_token=token)
-        found += [(e.name, e.experiment_id) for e in page if e.name.startswith(experiment_prefix)]
-        token = page.token
-        if not token:
-            return sorted(found)
-
-
-def _echo_links(base_url: str, tracking_uri: str, experiment_prefix: str, study: str | None,
-                request_timeout_s: float) -> None:
-    """Print the runs-table link of the study's experiment (or of every sweeps experiment)."""
-    from sweeps.storage import check_tracking_server, mlflow_http_settings
-
-    try:
-        check_tracking_server(tracking_uri)  # a server that does not answer: no MLflow client retries
-        with mlflow_http_settings(request_timeout_s):
-            found = study_experiments(tracking_uri, experiment_prefix, study)
-    except Exception as err:  # noqa: BLE001 - the links are a convenience: the UI starts anyway
-        click.echo(f"(could not list the experiments: {type(err).__name__}: {err})", err=True)
-        return
-    if study is not None and not found:
-        click.echo(f"no experiment {experiment_prefix}{study!s} in {tracking_uri} yet", err=True)
-    for name, experiment_id in found:
-        click.echo(f"  {name}: {runs_table_url(base_url, experiment_id)}")
-
-
 @main.command()
 @click.argument("study", required=False)
 @tracking_option
@@ -640,62 +574,21 @@ def ui(study: str | None, tracking_uri: str | None, mlflow_yml: str | None, port
     group (the server and its workers), waits up to 10 s for it to go, then SIGKILLs whatever is
     left, and exits 130. If the server exits by itself, its exit code is returned.
     """
+    from sweeps.ui import echo_links, serve_in_own_group, server_command
+
     loc = _locations(None, tracking_uri, mlflow_yml)
     if loc.tracking_uri.startswith(("http://", "https://")):
         click.echo(f"the tracking URI is a server already: open {loc.tracking_uri}")
-        _echo_links(loc.tracking_uri, loc.tracking_uri, loc.experiment_prefix, study, loc.request_timeout_s)
+        echo_links(loc.tracking_uri, loc.tracking_uri, loc.experiment_prefix, study, loc.request_timeout_s)
         return
-    beside = Path(sys.executable).with_name("mlflow")  # the MLflow of this environment first
-    exe = str(beside) if beside.exists() else shutil.which("mlflow")
-    if exe is None:
-        _fail("the mlflow executable was not found (pip install mlflow)", EXIT_UNAVAILABLE)
-    cmd = [exe, "server", "--backend-store-uri", loc.tracking_uri, "--host", host, "--port", str(port),
-           "--workers", "1"]
-    if loc.artifact_location:
-        cmd += ["--default-artifact-root", loc.artifact_location]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard bind is browsed on loopback
-    base_url = f"http://{shown}:{port}"
-    click.echo(f"MLflow UI on {base_url}  (store {loc.tracking_uri})")
-    _echo_links(base_url, loc.tracking_uri, loc.experiment_prefix, study, loc.request_timeout_s)
-    import signal
-    import time
-
-    received: list[int] = []  # the handler only records: Popen.wait() must not be re-entered from it
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        received.append(signum)
-
-    def group_alive(pgid: int) -> bool:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):  # gone (or the id now names a group not ours)
-            return False
-        return True
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    # Its own session and process group: signals reach the server and its workers only from here.
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    while proc.poll() is None and not received:
-        time.sleep(0.1)
-    if not received:
-        sys.exit(proc.returncode)
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + 10
-    while proc.poll() is None or group_alive(proc.pid):
-        if time.monotonic() >= deadline:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            break
-        time.sleep(0.1)
-    proc.wait()
-    sys.exit(EXIT_INTERRUPTED)
+        cmd, env, base_url = server_command(loc, host, port)
+    except FileNotFoundError as err:
+        _fail(str(err), EXIT_UNAVAILABLE)
+        return
+    click.echo(f"MLflow UI on {base_url}  (store {loc.tracking_uri})")
+    echo_links(base_url, loc.tracking_uri, loc.experiment_prefix, study, loc.request_timeout_s)
+    sys.exit(serve_in_own_group(cmd, env, interrupted_code=EXIT_INTERRUPTED))
 
 
 if __name__ == "__main__":  # pragma: no cover

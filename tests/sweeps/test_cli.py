@@ -337,7 +337,7 @@ def _mlflow_ui_bundle() -> list[Path]:
 
 def test_runs_table_url_is_a_route_of_the_installed_mlflow_ui() -> None:
     """Oracle: the route table compiled into the installed MLflow's UI (a hash router)."""
-    from sweeps.cli import runs_table_url
+    from sweeps.ui import runs_table_url
 
     assert runs_table_url("http://127.0.0.1:5000/", "17") == "http://127.0.0.1:5000/#/experiments/17/runs"
     bundle = _mlflow_ui_bundle()
@@ -361,7 +361,7 @@ def ui_store(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.slow  # builds an MLflow store of its own (1-2.5 s): out of the fast lane
 def test_study_experiments_lists_the_sweeps_experiments(ui_store: dict[str, str], tmp_path: Path) -> None:
-    from sweeps.cli import study_experiments
+    from sweeps.ui import study_experiments
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert study_experiments(uri, "sweeps/") == [("sweeps/big", ui_store["sweeps/big"]),
