@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 import socket
@@ -540,7 +539,10 @@ class Objective:
         """
         if run_id is None or self.tracker is None:
             return
-        diagnosis = self._diagnose(trial.number, history, epochs, params) if state != "FAIL" and history else None
+        from sweeps import trial_files
+
+        diagnosis = trial_files.diagnose(trial.number, history, epochs, params) if state != "FAIL" and history \
+            else None
         if diagnosis is not None:
             from sweeps.diagnostics import finding_tags
 
@@ -549,8 +551,10 @@ class Objective:
             if self.artifacts != "none" and history and state != "FAIL":
                 # ``best``: the launcher draws the best trials' PNGs at the end (sweeps.trial_plots)
                 plots = self.artifacts == "all" or (self.artifacts == "complete" and state == "COMPLETE")
-                self._log_artifacts(run_id, net, history, params, plots=plots, epochs=epochs,
-                                    diagnosis=diagnosis[0] if diagnosis is not None else None)
+                with tempfile.TemporaryDirectory() as tmp:  # the trial's files, sent in one call
+                    if trial_files.write(Path(tmp), net, history, params, plots=plots, epochs=epochs,
+                                         diagnosis=diagnosis[0] if diagnosis is not None else None):
+                        self.tracker.log_artifacts(run_id, tmp)
         except Exception as exc:  # noqa: BLE001 - an artifact store failure does not undo the training
             from sweeps.tracking import is_transient
 
@@ -561,50 +565,3 @@ class Objective:
 
             self.tracker.finish(run_id, state, reason, status=status or run_status(state, reason),
                                 should_stop=self.interrupt_flag)
-
-    @staticmethod
-    def _diagnose(number: int, history: list[dict[str, float]], epochs: list[int] | None,
-                  params: dict[str, Any]) -> tuple[dict[str, Any], list[Any]] | None:
-        """The trial's findings (:mod:`sweeps.diagnostics`): ``(diagnosis.json content, findings)``.
-
-        Never fails the trial: a diagnosis that cannot be made is logged as a warning and skipped.
-        """
-        from sweeps import diagnostics as dg
-
-        try:
-            facts = dg.run_facts(params)
-            findings = dg.diagnose(dg.rows_table(history, epochs if epochs is not None else
-                                                 range(1, len(history) + 1)), facts)
-            return dg.diagnosis_document(number, facts, findings), findings
-        except Exception as exc:  # noqa: BLE001 - a diagnosis is a reading of the trial, not part of it
-            _log.warning("trial %d: no diagnosis (%s: %s)", number, type(exc).__name__, exc)
-            return None
-
-    def _log_artifacts(self, run_id: str, net: Any, history: list[dict[str, float]], params: dict[str, Any], *,
-                       plots: bool, epochs: list[int] | None = None, diagnosis: dict[str, Any] | None = None) -> None:
-        """The trial's files (``diagnosis.json``, ``network.npz``, ``network2.json``, with ``plots`` its two PNGs),
-        sent to its run in one call."""
-        assert self.tracker is not None
-        with tempfile.TemporaryDirectory() as tmp:
-            tmpdir = Path(tmp)
-            if diagnosis is not None:
-                from sweeps.diagnostics import DIAGNOSIS_ARTIFACT
-
-                (tmpdir / DIAGNOSIS_ARTIFACT).write_text(json.dumps(diagnosis, indent=2, allow_nan=False))
-            if net is not None:
-                from nncore import io as nnio
-
-                extra = {k: params[k] for k in ("penalty", "lmbda", "convention", "n_train", "batch_size", "eta")}
-                nnio.save(net, tmpdir / "network.npz", extra=extra)
-                try:
-                    nnio.export_network2(net, tmpdir / "network2.json")
-                except ValueError:
-                    pass  # network2.py cannot represent this net (softmax or non-sigmoid hidden layers)
-            if plots:  # matplotlib needs ~0.3 s a figure: see sweeps.trial_plots
-                from sweeps import plots as figs
-                from sweeps.trial_plots import trial_figures
-
-                for file_name, fig in trial_figures(history, epochs).items():
-                    figs.save_figure(fig, tmpdir / file_name)
-            if any(tmpdir.iterdir()):
-                self.tracker.log_artifacts(run_id, tmpdir)
