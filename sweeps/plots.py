@@ -16,13 +16,12 @@ history may start with the epoch-0 record (the initial network, MLflow step
 * :func:`layer_norms_figure` -- per-layer weight RMS against the reference
   scales 1/sqrt(n_in) and 1/sqrt(N), Frobenius norms, gradient norms and
   relative update sizes, and the decay-to-gradient ratio (1 = norm equilibrium).
-* :func:`study_figures` -- Optuna's matplotlib plots of a study, each one
-  skipped with a warning (never an exception) when it cannot be drawn.
+* :func:`lambda_scaling_figure` -- a study's best lambda per (batch size, training-set size)
+  group in the three conventions (Optuna's plots of a study: :mod:`sweeps.study_plots`).
 * :func:`save_figure` -- write a PNG and free the figure.
 
 Figures of this module are built on :class:`matplotlib.figure.Figure` directly
-(no pyplot global state); Optuna's plots are made through pyplot by Optuna and
-are detached from pyplot before they are returned. Importing this module
+(no pyplot global state). Importing this module
 changes no matplotlib setting: the pyplot-free figures draw on their own Agg
 canvas whatever the backend, and pyplot keeps the caller's backend (matplotlib
 picks Agg by itself where there is no display; sweep workers run with
@@ -36,20 +35,15 @@ import math
 import os
 import re
 import sys
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator, PercentFormatter, ScalarFormatter
-
-if TYPE_CHECKING:  # pragma: no cover
-    import optuna
 
 __all__ = [
     "DECAY_TO_GRAD_LINEAR_MAX",
@@ -57,14 +51,12 @@ __all__ = [
     "LOSS_PARTS",
     "LAYER_WEIGHT_STATS",
     "LAYER_STEP_STATS",
-    "PlotSkippedWarning",
     "history_epochs",
     "lambda_scaling_figure",
     "layer_norms_figure",
     "loss_decomposition_figure",
     "reference_scales",
     "save_figure",
-    "study_figures",
 ]
 
 History = Sequence[Mapping[str, float]]
@@ -94,10 +86,6 @@ REFERENCE_COLOUR = "black"
 _SPLIT_STYLE = {"train": "-", "eval": "--"}
 _STAT_STYLE = ("-", "--")
 _LAYER_KEY = re.compile(r"^layer(\d+)/")
-
-
-class PlotSkippedWarning(UserWarning):
-    """A figure of :func:`study_figures` could not be drawn and was left out."""
 
 
 # ---------------------------------------------------------------------------
@@ -546,103 +534,7 @@ def layer_norms_figure(history: History, *, title: str = "", sizes: Sequence[int
 
 
 # ---------------------------------------------------------------------------
-# study figures
-# ---------------------------------------------------------------------------
-
-
-def _complete_trials(study: "optuna.Study") -> list["optuna.trial.FrozenTrial"]:
-    from optuna.trial import TrialState
-
-    return list(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-
-def _distinct(trials: Sequence["optuna.trial.FrozenTrial"], name: str) -> int:
-    return len({repr(t.params[name]) for t in trials if name in t.params})
-
-
-def _why_not(kind: str, trials: Sequence["optuna.trial.FrozenTrial"]) -> str | None:
-    """Why plot ``kind`` cannot be drawn from the completed ``trials`` (``None``: it can)."""
-    n = len(trials)
-    if kind == "optimization_history":
-        return None if n >= 1 else "the study has no completed trials"
-    if kind in ("param_importances", "parallel_coordinate"):
-        if n < 2:
-            return f"needs at least 2 completed trials, the study has {n}"
-        names = {p for t in trials for p in t.params}
-        if not any(_distinct(trials, p) >= 2 for p in names):
-            return "no parameter takes at least 2 distinct values in the completed trials"
-        return None
-    if kind == "contour_eta_lmbda":
-        both = [t for t in trials if "eta" in t.params and "lmbda" in t.params]
-        if not both:
-            return "needs completed trials with both parameters 'eta' and 'lmbda'"
-        if _distinct(both, "eta") < 2 or _distinct(both, "lmbda") < 2:
-            return "'eta' and 'lmbda' must each take at least 2 distinct values in the completed trials"
-        return None
-    raise KeyError(kind)  # pragma: no cover
-
-
-def _figure_of(result: Any) -> Figure:
-    """The figure of what an Optuna matplotlib plot returned (Axes or an array of Axes)."""
-    if isinstance(result, Axes):
-        return result.figure  # type: ignore[return-value]
-    first = np.asarray(result, dtype=object).flat[0]
-    return first.figure
-
-
-def study_figures(study: "optuna.Study") -> dict[str, Figure]:
-    """Optuna's matplotlib plots of ``study``, by name.
-
-    Keys (each present only when its plot could be drawn):
-
-    ``"optimization_history"``  :func:`optuna.visualization.matplotlib.plot_optimization_history`
-    ``"param_importances"``     ``plot_param_importances`` (>= 2 completed trials, a varying parameter)
-    ``"contour_eta_lmbda"``     ``plot_contour(params=["eta", "lmbda"])`` (both parameters, each varying)
-    ``"parallel_coordinate"``   ``plot_parallel_coordinate`` (>= 2 completed trials, a varying parameter)
-
-    A plot that cannot be drawn -- its precondition above fails, or Optuna
-    raises (e.g. a multi-objective study) -- is left out with a
-    :class:`PlotSkippedWarning` instead of an exception. Optuna's
-    ``ExperimentalWarning`` is silenced for these calls, and the global
-    matplotlib style Optuna sets while plotting is restored afterwards. The
-    returned figures are detached from pyplot (nothing accumulates in pyplot's
-    figure registry); save them with :func:`save_figure`.
-    """
-    import matplotlib.pyplot as plt
-    import optuna.visualization.matplotlib as ovm
-    from optuna.exceptions import ExperimentalWarning
-
-    plots: dict[str, Callable[[], Any]] = {
-        "optimization_history": lambda: ovm.plot_optimization_history(study),
-        "param_importances": lambda: ovm.plot_param_importances(study),
-        "contour_eta_lmbda": lambda: ovm.plot_contour(study, params=["eta", "lmbda"]),
-        "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(study),
-    }
-    trials = _complete_trials(study)
-    figures: dict[str, Figure] = {}
-    for name, make in plots.items():
-        reason = _why_not(name, trials)
-        if reason is not None:
-            warnings.warn(f"study_figures: skipped {name!r}: {reason}", PlotSkippedWarning, stacklevel=2)
-            continue
-        before = set(plt.get_fignums())
-        try:
-            with warnings.catch_warnings(), matplotlib.rc_context():
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                fig = _figure_of(make())
-        except Exception as exc:  # noqa: BLE001 - a failing plot must never fail the caller
-            for num in set(plt.get_fignums()) - before:
-                plt.close(num)
-            warnings.warn(f"study_figures: skipped {name!r}: {type(exc).__name__}: {exc}",
-                          PlotSkippedWarning, stacklevel=2)
-            continue
-        plt.close(fig)  # detach from pyplot's registry; the Figure itself stays usable
-        figures[name] = fig
-    return figures
-
-
-# ---------------------------------------------------------------------------
-# saving
+# a study's lambda scaling, and saving
 # ---------------------------------------------------------------------------
 
 

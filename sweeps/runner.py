@@ -373,10 +373,11 @@ def _close_parent(study: optuna.Study, tracker: Tracker, run_id: str, summary: S
         return
     if artifacts != "none" and summary.best_value is not None:
         from sweeps import plots
+        from sweeps.study_plots import study_figures
 
         with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
             warnings.simplefilter("ignore")
-            for key, fig in plots.study_figures(study).items():
+            for key, fig in study_figures(study).items():
                 path = plots.save_figure(fig, Path(tmp) / f"{key}.png")
                 tracker.log_artifact(run_id, path, "study_plots")
     if artifacts == "best" and summary.best_value is not None:
