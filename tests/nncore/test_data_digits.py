@@ -53,3 +53,43 @@ def test_load_digits_shuffle_false_is_data_order():
 def test_load_digits_too_many_rows():
     with pytest.raises(DatasetError, match=r"exceeds the 1797 rows"):
         load_digits(n_train=1500, n_eval=298)
+
+
+def test_digits_arrays_equal_sklearn_and_skip_importing_it():
+    from nncore.data import digits
+
+    sk = sk_datasets.load_digits()
+    pixels, labels = digits.digits_arrays()
+    assert pixels.dtype == np.float64 and labels.dtype == np.int64
+    np.testing.assert_array_equal(pixels, sk.data)
+    np.testing.assert_array_equal(labels, sk.target)
+    import subprocess
+    import sys
+
+    code = ("import sys; from nncore.data.digits import load_digits; d = load_digits(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # the bundled CSV was read with NumPy alone
+
+
+@pytest.mark.parametrize("content", [None, "1,2,3\n", "\n".join(["17," * 64 + "0"] * 1797),
+                                     "\n".join(["0," * 64 + "10"] * 1797), b"not gzip"])
+def test_digits_arrays_fall_back_to_sklearn_when_the_file_is_missing_or_not_the_digits(tmp_path, monkeypatch,
+                                                                                       content):
+    import gzip
+
+    from nncore.data import digits
+
+    if content is None:
+        monkeypatch.setattr(digits, "_bundled_csv", lambda: None)
+    else:
+        path = tmp_path / "digits.csv.gz"
+        path.write_bytes(content if isinstance(content, bytes) else gzip.compress(content.encode()))
+        assert digits._read_csv(path) is None
+        monkeypatch.setattr(digits, "_bundled_csv", lambda: path)
+    sk = sk_datasets.load_digits()
+    pixels, labels = digits.digits_arrays()
+    np.testing.assert_array_equal(pixels, sk.data)
+    np.testing.assert_array_equal(labels, sk.target)
+    d = load_digits(seed=5)
+    np.testing.assert_array_equal(d.train.labels, sk.target[np.random.default_rng(5).permutation(1797)[:1500]])
