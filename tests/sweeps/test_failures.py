@@ -250,12 +250,12 @@ def test_sigterm_interrupts_running_trials_and_keeps_finished_ones(sw, tmp_path:
 def test_killed_worker_fails_its_trial_retries_it_and_reports_it(sw, tmp_path: Path) -> None:
     """SIGKILL of the only worker: its trial FAILs "lost: worker died", its run is closed, the trial
     is retried with the same parameters by a replacement worker, and the launcher exits 4."""
-    sw.write_config(tmp_path, {"training": {"epochs": 60},
-                               "search_space": {"epochs": {"type": "categorical", "choices": [2, 60]}},
+    sw.write_config(tmp_path, {"training": {"epochs": 400},
+                               "search_space": {"epochs": {"type": "categorical", "choices": [2, 400]}},
                                "study": {"pruner": NO_PRUNER, "workers": 1, "n_trials": 2}})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize")
-    study.enqueue_trial({"epochs": 60})
+    study.enqueue_trial({"epochs": 400})
     study.enqueue_trial({"epochs": 2})
     proc = sw.popen_cli(["run", "cfg.yaml", "-q", "--no-artifacts"], tmp_path)
     try:
@@ -263,7 +263,8 @@ def test_killed_worker_fails_its_trial_retries_it_and_reports_it(sw, tmp_path: P
             trials = [t for t in sw.load_study(tmp_path).trials if t.state.name == "RUNNING"]
             return trials[0] if trials and trials[0].intermediate_values else None
 
-        trial = sw.wait_for(running_trial, 90, "a RUNNING trial with a logged epoch", proc=proc)
+        trial = sw.wait_for(running_trial, 90, "a RUNNING trial with a logged epoch", interval=0.05,
+                            proc=proc)
         [worker] = sw.wait_for(lambda: worker_pids(proc.pid), 10, "the worker process")
         assert trial.user_attrs["worker"].endswith(f":{worker}")
         os.kill(worker, signal.SIGKILL)

@@ -376,3 +376,25 @@ def test_a_worker_stopped_inside_a_transaction_does_not_block_the_repair_of_its_
             conn.close()
             worker.engine.dispose()
             repairer.engine.dispose()
+
+
+def test_sqlite_study_database_runs_in_wal_mode_and_a_killed_writer_loses_nothing_committed(scratch):
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{scratch / 'wal.db'}"
+    storage = open_storage(url, heartbeat=False)
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    optuna.create_study(study_name="w", storage=storage)
+    code = ("import os, optuna; from sweeps.storage import open_storage; "
+            f"s = optuna.load_study(study_name='w', storage=open_storage({url!r}, heartbeat=False)); "
+            "t = s.ask(); [t.report(float(k), k) for k in range(5)]; os.kill(os.getpid(), 9)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    (trial,) = optuna.load_study(study_name="w", storage=open_storage(url, heartbeat=False)).get_trials()
+    assert trial.intermediate_values == {k: float(k) for k in range(5)}
+    memory = open_storage("sqlite://", heartbeat=False)  # no file: nothing to switch
+    with memory.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "memory"
