@@ -325,11 +325,12 @@ class Objective:
             track_gradients=settings["track_gradients"])
 
     def epoch_callback(self, member: "TrialRun", should_prune: Callable[[int], bool],
-                       reported: Callable[[float, int], None] | None = None) -> Callable[[nncore.EpochRecord], None]:
+                       report: Callable[[float, int], None] | None = None) -> Callable[[nncore.EpochRecord], None]:
         """The trial's nncore callback: log every record (epoch 0 at step 0), report epochs >= 1, prune, stop on a
-        signal. ``should_prune(epoch)`` is asked only where the pruner could answer "prune"; ``reported(value, epoch)``
-        is told of each report."""
+        signal. ``should_prune(epoch)`` is asked only where the pruner could answer "prune"; ``report(value, epoch)``
+        reports (default ``trial.report``; a population's members report through its buffer)."""
         metric, trial = self.cfg.objective.metric, member.trial
+        report = report or trial.report
 
         def on_epoch(record: nncore.EpochRecord) -> None:
             values = record.to_metrics()
@@ -341,9 +342,7 @@ class Objective:
             if record.epoch > 0:  # epoch 0 (the initial network) goes to MLflow only
                 member.history.append(values)
                 if metric in values:  # an undefined value (None) is left out of to_metrics()
-                    trial.report(values[metric], record.epoch)
-                    if reported is not None:
-                        reported(values[metric], record.epoch)
+                    report(values[metric], record.epoch)
                 if self._pruner_may_act(record.epoch) and should_prune(record.epoch):
                     raise optuna.TrialPruned(f"pruned at epoch {record.epoch} "
                                              f"({metric}={values.get(metric, float('nan')):.6g})")
@@ -420,13 +419,16 @@ class Objective:
         to the repair passes.
         """
         from sweeps.pruning import PopulationPruner
+        from sweeps.reports import ReportBuffer
 
         self.in_trial = True
         pruner = PopulationPruner(trials[0].study, storage)
+        reports = ReportBuffer(storage, pruner.study_id)
         members: dict[int, TrialRun] = {}
         told: set[int] = set()
 
         def settle(trial: optuna.Trial, run: Callable[[], float]) -> None:
+            reports.flush()  # every member's values are in the study before any tell
             try:
                 outcome: Any = run()
             except (Exception, KeyboardInterrupt) as exc:
@@ -465,7 +467,7 @@ class Objective:
                     key = (population_key(member.net, member.train_cfg), member.data.train.n)
                     groups.setdefault(key, []).append(member)
             for group in groups.values():
-                self._train_group(group, pruner, settle)
+                self._train_group(group, pruner, reports, settle)
         except KeyboardInterrupt as exc:
             self.interruptible = False
             for trial in trials:
@@ -478,13 +480,21 @@ class Objective:
             self.interruptible = False
             self.in_trial = False
 
-    def _train_group(self, group: list["TrialRun"], pruner: Any, settle: Callable[..., None]) -> None:
-        """Train one group (one structure) as a population; ``settle`` ends and tells each member as it ends."""
+    def _train_group(self, group: list["TrialRun"], pruner: Any, reports: Any, settle: Callable[..., None]) -> None:
+        """Train one group (one structure) as a population; ``settle`` ends and tells each member as it ends.
+
+        Members report into ``reports`` (a :class:`sweeps.reports.ReportBuffer`, written in batches) and ``pruner``'s
+        snapshot; a member whose values the study refused (its trial finished elsewhere) ends with that error."""
         callbacks = [[self.epoch_callback(m, functools.partial(self._population_prune, pruner, m.trial),
-                                          functools.partial(pruner.report, m.trial))] for m in group]
+                                          functools.partial(self._population_report, reports, pruner, m.trial))]
+                     for m in group]
 
         def on_end(i: int, result: Any) -> None:
             self.interruptible = False
+            reports.flush()
+            refused = reports.error_of(group[i].trial.number)
+            if refused is not None and not isinstance(result, KeyboardInterrupt):
+                result = refused  # as trial.report would have raised it during the training
             try:
                 settle(group[i].trial, functools.partial(self.conclude, group[i], result))
             finally:
@@ -504,6 +514,11 @@ class Objective:
     @staticmethod
     def _population_prune(pruner: Any, trial: optuna.Trial, epoch: int) -> bool:
         return pruner.should_prune(trial, epoch)
+
+    @staticmethod
+    def _population_report(reports: Any, pruner: Any, trial: optuna.Trial, value: float, epoch: int) -> None:
+        reports.add(trial, value, epoch)
+        pruner.report(trial, value, epoch)
 
     def _abandon(self, trial: optuna.Trial, run_id: str | None, history: list[dict[str, float]]) -> None:
         """The trial was failed elsewhere (and retried): end its run KILLED with the reason, keep its epochs."""

@@ -1,8 +1,8 @@
 """Pruning a population (``sweeps.pruning.PopulationPruner``): the study pruner's own decisions, from one study
 read per population epoch instead of one per member per epoch.
 
-Oracle: ``trial.should_prune()`` (which reads the storage) asked at the same moment as every decision of a
-population sweep, for each pruner the config offers.
+Oracle: what ``trial.should_prune()`` computes (the study's pruner on the trial as stored) asked at the same moment
+as every decision of a population sweep, for each pruner the config offers.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 import pytest
 
+from sweeps import pruning, reports
 from sweeps.pruning import PopulationPruner
 
 PRUNERS = {
@@ -35,12 +36,18 @@ def test_every_decision_equals_trial_should_prune(sw, monkeypatch, pruner: str) 
         # sees: take the epoch's snapshot first (as the view does on its first question of an epoch), then ask
         # the oracle (it writes the rung), then the view (it writes the same rung), so neither sees the other
         self.refresh(epoch)
-        oracle = trial.should_prune()
+        # trial.should_prune() with the trial as stored (a member's values go to the storage, not to its Trial's cache)
+        stored = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        oracle = trial.study.pruner.prune(trial.study, stored)
         mine = real(self, trial, epoch)
         decisions.append((trial.number, epoch, mine, oracle))
         return mine
 
     monkeypatch.setattr(PopulationPruner, "should_prune", checked)
+    # the oracle reads the members' values from the storage: write each report at once (no batching), and read the
+    # study every epoch (the view mirrors this process' own writes; here no other process writes)
+    monkeypatch.setattr(reports, "REPORT_FLUSH_S", 0.0)
+    monkeypatch.setattr(pruning, "REFRESH_S", 0.0)
     changes = {"training": {"epochs": 6}, "search_space": {"__replace__": True,
                                                           "eta": {"type": "float", "low": 0.05, "high": 8.0,
                                                                   "log": True}},

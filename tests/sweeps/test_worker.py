@@ -269,3 +269,38 @@ def test_a_population_that_loses_the_tracking_store_fails_and_retries_every_memb
     assert sorted(retries) == [0, 1, 2]
     assert all(retries[n].state.name == "WAITING" and retries[n].params == trials[n].params for n in retries)
     assert [retries[n].params["epochs"] for n in (0, 1, 2)] == [2, 40, 40]
+
+
+def test_a_population_member_failed_elsewhere_is_dropped_and_the_others_go_on(sw, monkeypatch):
+    """A member's trial failed by another process while the population trains (its heartbeat judged lost): the
+    batched write of its values is refused, the member ends as the single path ends it at ``trial.report``
+    (abandoned: its run KILLED with the reason, the trial left FAIL for the repair to retry), the others finish."""
+    from optuna.trial import TrialState
+
+    from sweeps.reports import ReportBuffer
+
+    real_add = ReportBuffer.add
+    failed: list[int] = []
+
+    def add(self: ReportBuffer, trial: Any, value: float, step: int) -> None:
+        if trial.number == 1 and step == 2 and not failed:
+            tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, 1)
+            self.storage.set_trial_user_attr(tid, "reason", "lost: failed by another process")
+            assert self.storage.set_trial_state_values(tid, TrialState.FAIL)
+            failed.append(tid)
+        real_add(self, trial, value, step)
+
+    monkeypatch.setattr(ReportBuffer, "add", add)
+    changes = {"training": {"epochs": 4}, "study": {"n_trials": 4, "sampler": {"name": "random"},
+                                                   "pruner": {"__replace__": True, "name": "none"}}}
+    study, tracker, _ = sw.run_in_process(changes, 4)
+    assert failed
+    by_number = {t.number: t for t in study.trials}
+    assert by_number[1].state == TrialState.FAIL and by_number[1].user_attrs["reason"].startswith("lost: failed")
+    assert set(by_number[1].intermediate_values) <= {1}  # refused from epoch 2 on (epoch 1's if still queued)
+    assert [step for step, _ in tracker.epochs[by_number[1].user_attrs["mlflow_run_id"]]][:3] == [0, 1, 2]
+    state, reason, status = tracker.ends[by_number[1].user_attrs["mlflow_run_id"]]
+    assert (state, status) == ("FAIL", "KILLED") and reason.startswith("abandoned: trial 1 was failed"), reason
+    others = [t for n, t in by_number.items() if n != 1]
+    assert [t.state for t in others] == [TrialState.COMPLETE] * 3
+    assert all(sorted(t.intermediate_values) == [1, 2, 3, 4] for t in others)
