@@ -379,3 +379,25 @@ def test_run_sweep_with_one_worker_runs_the_budget_and_restores_the_launcher(scr
     assert os.environ["OMP_NUM_THREADS"] == "7" and "OPENBLAS_NUM_THREADS" not in os.environ
     assert "MPLBACKEND" not in os.environ
     assert signal.getsignal(signal.SIGTERM) is handler_before
+
+
+def test_warm_up_imports_in_a_background_thread_at_the_lowest_priority(tmp_path):
+    """The launcher's warm-up: the modules end up imported, by a daemon thread of nice 19 (the workers keep the
+    cores), and a module that cannot be imported is skipped without an error. In a fresh interpreter, so that
+    the module is not imported yet."""
+    import subprocess
+    import sys
+
+    (tmp_path / "probe_mod.py").write_text(
+        "import os, threading\n"
+        "NICE = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())\n"
+        "THREAD = threading.current_thread().name\n"
+        "DAEMON = threading.current_thread().daemon\n")
+    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); from sweeps.runner import warm_up; "
+            "assert 'probe_mod' not in sys.modules; "
+            "t = warm_up(('no_such_module_xyz', 'probe_mod')); t.join(60); assert not t.is_alive(); "
+            "import probe_mod; print(probe_mod.NICE - os.getpriority(os.PRIO_PROCESS, 0), probe_mod.THREAD, "
+            "probe_mod.DAEMON, 'no_such_module_xyz' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    raised, name, daemon, bogus = out.stdout.split()
+    assert int(raised) > 0 and name == "sweeps-warm-up" and daemon == "True" and bogus == "False"
