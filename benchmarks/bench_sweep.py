@@ -14,8 +14,9 @@
    and default artifacts on) with 1 worker vs 2 workers: trials per minute.
 3. Populations (--populations): examples/digits-quick.yaml with --population-trials trials x 30
    epochs (TPE + median pruner, eta x lambda x batch size, tracking and default artifacts on,
-   2 workers) at population 1 vs --population K; then the book's MNIST recipe (16 trials) the same
-   way; wall time and the best value found, over --seeds seeds.
+   2 workers) at population 1 vs --population K; the same sweep with one batch size (10, eta x
+   lambda searched); then the book's MNIST recipe (16 trials) the same way; wall time and the best
+   value found, over --seeds seeds.
 
 Times are whole ``run_sweep`` calls (study creation, worker start-up, trials, closing).
 """
@@ -119,6 +120,8 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=16)
     parser.add_argument("--population-trials", type=int, default=96)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--population-cases", nargs="+", choices=POPULATION_CASES, default=list(POPULATION_CASES),
+                        help="which population sweeps (default: all)")
     parser.add_argument("--existing-store", action="store_true",
                         help="each sweep starts from an existing (empty) MLflow store instead of creating one")
     args = parser.parse_args()
@@ -165,11 +168,22 @@ def parallelism(args: argparse.Namespace) -> None:
     print(f"speed-up 2 vs 1 workers: {m1 / m2:.2f}x")
 
 
+#: The population sweeps of part 3 (--population-cases).
+POPULATION_CASES = ("digits", "digits-one-batch-size", "mnist")
+
+
 def populations(args: argparse.Namespace) -> None:
     k = args.population
-    cases = [(f"digits-quick.yaml, {args.population_trials} trials x 30 epochs, 2 workers",
-              example_cfg("digits-quick.yaml", args.population_trials, training={"epochs": 30}))]
-    if (MNIST / "t10k-images-idx3-ubyte.gz").exists():
+    cases = []
+    if "digits" in args.population_cases:
+        cases.append((f"digits-quick.yaml, {args.population_trials} trials x 30 epochs, 2 workers",
+                      example_cfg("digits-quick.yaml", args.population_trials, training={"epochs": 30})))
+    if "digits-one-batch-size" in args.population_cases:
+        one_size = example_cfg("digits-quick.yaml", args.population_trials, training={"epochs": 30, "batch_size": 10})
+        one_size["search_space"] = {name: v for name, v in one_size["search_space"].items() if name != "batch_size"}
+        cases.append((f"digits-quick.yaml with batch size 10 only (eta x lambda), {args.population_trials} trials, "
+                      "2 workers", one_size))
+    if "mnist" in args.population_cases and (MNIST / "t10k-images-idx3-ubyte.gz").exists():
         cases.append(("mnist-book.yaml, 16 trials, 2 workers", example_cfg("mnist-book.yaml", 16,
                                                                              data={"path": str(MNIST)})))
     print(f"\nPopulations (population 1 vs {k}; tracking and default artifacts on; {args.seeds} seed(s))")

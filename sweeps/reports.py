@@ -31,28 +31,50 @@ REPORT_FLUSH_S = 1.0
 BATCH_OPTUNA_MAJORS = ("5",)
 
 
-def _batch_write(storage: Any) -> Callable[[list[tuple[int, int, float]]], None] | None:
+def _batch_write(storage: Any) -> Callable[[list[tuple[int, int, float]]], dict[int, Exception]] | None:
     """One-transaction writer of many intermediate values for an ``RDBStorage``, or None where unavailable.
 
-    Uses what ``RDBStorage.set_trial_intermediate_value`` itself runs (``_create_scoped_session`` and
-    ``_set_trial_intermediate_value_without_commit``, internals), so only at a tested Optuna major version.
+    Writes the rows ``RDBStorage.set_trial_intermediate_value`` writes (its ORM models and stored
+    representation, internals: so only at a tested Optuna major version), with two queries per trial
+    instead of two per value: the trial (refused unless it is still running, as Optuna refuses it) and
+    its rows at those steps (updated in place; new steps inserted). Returns ``{trial_id: error}`` for
+    refused trials; the others' values are committed.
     """
     from optuna.storages import RDBStorage
 
     if not isinstance(storage, RDBStorage) or optuna.__version__.split(".")[0] not in BATCH_OPTUNA_MAJORS:
         return None
     try:
+        from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
     except ImportError:  # pragma: no cover - guarded by the version check
         return None
-    one = getattr(storage, "_set_trial_intermediate_value_without_commit", None)
-    if one is None:  # pragma: no cover - guarded by the version check
-        return None
+    value_model = models.TrialIntermediateValueModel
 
-    def write(items: list[tuple[int, int, float]]) -> None:
+    def write(items: list[tuple[int, int, float]]) -> dict[int, Exception]:
+        by_trial: dict[int, dict[int, float]] = {}
+        for trial_id, step, value in items:  # a step reported twice keeps its last value, as the storage does
+            by_trial.setdefault(trial_id, {})[step] = value
+        refused: dict[int, Exception] = {}
         with _create_scoped_session(storage.scoped_session, True) as session:
-            for trial_id, step, value in items:
-                one(session, trial_id, step, value)
+            for trial_id, steps in by_trial.items():
+                trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+                try:
+                    storage.check_trial_is_updatable(trial_id, trial.state)
+                except optuna.exceptions.UpdateFinishedTrialError as error:
+                    refused[trial_id] = error
+                    continue
+                rows = {row.step: row for row in session.query(value_model).filter(
+                    value_model.trial_id == trial_id, value_model.step.in_(list(steps)))}
+                for step, value in steps.items():
+                    stored, kind = value_model.intermediate_value_to_stored_repr(value)
+                    row = rows.get(step)
+                    if row is None:
+                        session.add(value_model(trial_id=trial_id, step=step, intermediate_value=stored,
+                                                intermediate_value_type=kind))
+                    else:
+                        row.intermediate_value, row.intermediate_value_type = stored, kind
+        return refused
 
     return write
 
@@ -67,11 +89,7 @@ def set_intermediate_values(storage: Any, items: list[tuple[int, int, float]]) -
     """
     write = _batch_write(storage) if items else None
     if write is not None:
-        try:
-            with_retries(lambda: write(items), what="set_trial_intermediate_value (batch)")
-            return {}
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # a trial finished elsewhere: value by value, so that the others still go in
+        return with_retries(lambda: write(items), what="set_trial_intermediate_value (batch)")
     refused: dict[int, Exception] = {}
     for trial_id, step, value in items:
         if trial_id not in refused:

@@ -38,7 +38,7 @@ from sweeps import names, repair
 from sweeps.config import parse_config
 from sweeps.objective import Interrupted, Objective, TrackingLost, TrialAbandoned, load_data
 from sweeps.storage import Locations, StorageUnavailable, bound_mlflow_http_retries
-from sweeps.study import claim_trial, load, open_study_storage, trial_id
+from sweeps.study import claim_trial, claim_trials, load, open_study_storage, trial_id
 from sweeps.tracking import Tracker, TrackingUnavailable
 
 _log = logging.getLogger("sweeps.worker")
@@ -218,14 +218,9 @@ class _Loop:
                 if self.tracker is not None:
                     self.tracker.retry_pending()
                 if self.population > 1:
-                    trials = []
-                    waiting = len(self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)))
-                    share = claim_share(self.population, waiting, self.cfg.study.workers)
-                    while len(trials) < share:
-                        claimed = claim_trial(self.study, self.storage, study_id)
-                        if claimed is None:
-                            break
-                        trials.append(claimed)
+                    waiting = self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+                    share = claim_share(self.population, len(waiting), self.cfg.study.workers)
+                    trials = claim_trials(self.study, self.storage, share, study_id, waiting)
                     if not trials:
                         break
                     outcome = self.run_population(trials)

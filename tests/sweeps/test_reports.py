@@ -50,8 +50,20 @@ def _values(study: optuna.Study) -> list[dict[int, float]]:
     return [{k: ("nan" if math.isnan(v) else v) for k, v in t.intermediate_values.items()} for t in study.get_trials()]
 
 
-def test_values_wait_for_the_interval_then_go_in_one_transaction_as_trial_report_stores_them(scratch) -> None:
-    storage = open_storage(f"sqlite:///{scratch / 'r.db'}", heartbeat=False)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def study_url(request, scratch):
+    """A study database URL: SQLite in the scratch directory, or a fresh PostgreSQL database (dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{scratch / 'r.db'}"
+        return
+    from servicekit import pg_database
+
+    with pg_database("sweeps_test_reports") as url:
+        yield url
+
+
+def test_values_wait_for_the_interval_then_go_in_one_transaction_as_trial_report_stores_them(study_url) -> None:
+    storage = open_storage(study_url, heartbeat=False)
     buffered, reported = _studies(storage)
     members, oracle = [buffered.ask() for _ in range(4)], [reported.ask() for _ in range(4)]
     clock = Clock()
@@ -82,8 +94,8 @@ def test_values_wait_for_the_interval_then_go_in_one_transaction_as_trial_report
     assert buf.pending == [] and buf.errors == {}
 
 
-def test_a_trial_finished_elsewhere_keeps_its_error_and_the_others_values_go_in(scratch) -> None:
-    storage = open_storage(f"sqlite:///{scratch / 'f.db'}", heartbeat=False)
+def test_a_trial_finished_elsewhere_keeps_its_error_and_the_others_values_go_in(study_url) -> None:
+    storage = open_storage(study_url, heartbeat=False)
     study, _ = _studies(storage)
     a, b, c = (study.ask() for _ in range(3))
     buf = ReportBuffer(storage, _study_id(storage, study), interval_s=60.0, clock=Clock())
@@ -135,3 +147,25 @@ def test_the_batch_writer_is_used_on_sqlite_at_a_tested_optuna_version(scratch) 
     storage = open_storage(f"sqlite:///{scratch / 'b.db'}", heartbeat=False)
     assert optuna.__version__.split(".")[0] in reports.BATCH_OPTUNA_MAJORS
     assert reports._batch_write(storage) is not None
+
+
+def test_a_batch_reads_each_trial_once_and_a_step_written_again_keeps_its_last_value(study_url) -> None:
+    storage = open_storage(study_url, heartbeat=False)
+    buffered, reported = _studies(storage)
+    members, oracle = [buffered.ask() for _ in range(3)], [reported.ask() for _ in range(3)]
+    sid = _study_id(storage, buffered)
+    ids = [storage.get_trial_id_from_study_id_trial_number(sid, t.number) for t in members]
+    twin_ids = [storage.get_trial_id_from_study_id_trial_number(_study_id(storage, reported), t.number)
+                for t in oracle]
+    statements: list[str] = []
+    event.listen(storage.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *a: statements.append(statement.split()[0].upper()))
+    items = [(tid, step, 0.1 * step + tid) for step in range(1, 11) for tid in ids]
+    assert set_intermediate_values(storage, items) == {}
+    assert statements.count("SELECT") <= 2 * len(ids)  # not two per value (30 values here)
+    again = [(ids[0], 3, -1.0), (ids[0], 3, 7.5), (ids[1], 11, math.nan)]  # a step again: its last value wins
+    assert set_intermediate_values(storage, again) == {}
+    for (tid, step, value), twin in zip(items + again, twin_ids * 10 + [twin_ids[0], twin_ids[0], twin_ids[1]]):
+        storage.set_trial_intermediate_value(twin, step, value)  # what the storage itself keeps
+    assert _values(buffered) == _values(reported)
+    assert buffered.get_trials()[0].intermediate_values[3] == 7.5

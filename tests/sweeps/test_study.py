@@ -17,7 +17,7 @@ from sweeps.config import ConfigError, parse_config
 from sweeps.repair import retry_trial
 from sweeps.samplers import grid_points
 from sweeps.storage import open_storage
-from sweeps.study import StudyMismatch, claim_trial, counts_of, load, open_study_storage, prepare_study
+from sweeps.study import StudyMismatch, claim_trial, claim_trials, counts_of, load, open_study_storage, prepare_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -247,6 +247,29 @@ def test_claim_takes_each_waiting_trial_once_and_creates_none(url):
         trial = optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
         study.tell(trial, trial.suggest_float("eta", 0.01, 10.0, log=True))
     assert counts_of(fresh(url))["COMPLETE"] == 5
+
+
+def test_claim_trials_takes_several_in_number_order_with_one_read_and_skips_taken_ones(url):
+    _, study = prepare_study(make_cfg(6), url)
+    storage = study._storage
+    sid = study._study_id
+    reads: list[int] = []
+    real = storage.get_all_trials
+    storage.get_all_trials = lambda *a, **k: (reads.append(1) if k.get("states") == (TrialState.WAITING,) else None,
+                                              real(*a, **k))[1]  # reads of the WAITING list
+    stale = real(sid, deepcopy=False, states=(TrialState.WAITING,))  # a read made before the others took some
+    assert [t.number for t in claim_trials(study, storage, 2, sid)] == [0, 1]
+    assert len(reads) == 1  # one read of the WAITING trials for both
+    other = claim_trial(study, storage, sid)  # another worker takes trial 2
+    reads.clear()
+    got = claim_trials(study, storage, 3, sid, waiting=stale)  # 0, 1, 2 in the stale list are skipped
+    assert [t.number for t in got] == [3, 4, 5] and reads == []  # the given read sufficed
+    assert claim_trials(study, storage, 4, sid) == [] and other.number == 2
+    trials = fresh(url).trials
+    assert len(trials) == 6 and all(t.state == TrialState.RUNNING for t in trials)
+    for trial in got:  # claimed trials are ordinary trials, visible to the study at once
+        study.tell(trial, trial.suggest_float("eta", 0.01, 10.0, log=True))
+    assert counts_of(fresh(url))["COMPLETE"] == 3
 
 
 def test_claim_takes_retries_with_their_parameters(url):
