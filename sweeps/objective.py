@@ -412,7 +412,8 @@ class Objective:
         (:func:`nncore.population.population_key` and their training rows); each group trains with
         :func:`nncore.train_population` in the common batch order, every member through the same phases as a
         single trial (:meth:`begin`, :meth:`setup`, :meth:`epoch_callback`, :meth:`conclude`). The pruner is
-        asked through :class:`sweeps.pruning.PopulationPruner` (one study read per population epoch).
+        asked through :class:`sweeps.pruning.PopulationPruner` (at most one study read per population epoch and
+        per second); members report through :class:`sweeps.reports.ReportBuffer` (batched writes).
 
         ``KeyboardInterrupt`` (a signal) ends every trial not yet told FAIL "interrupted ..." (runs KILLED),
         then propagates; so does an exception of ``tell`` (e.g. the storage lost), leaving the untold trials
