@@ -176,6 +176,8 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
     if heartbeat:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=heartbeat_grace,
                       heartbeat_stale_trial_callback=stale_trial_callback)
+    if url.startswith("sqlite"):
+        sqlite_journal()  # a bad $SWEEPS_SQLITE_JOURNAL is refused before anything is opened
     cls = _sqlite_storage_class() if url.startswith("sqlite") else _retrying_storage_class()
     try:
         with warnings.catch_warnings():
@@ -310,6 +312,20 @@ _IMMEDIATE = threading.local()
 #: last transactions (SQLite's documented trade-off for WAL + NORMAL).
 SQLITE_JOURNAL_MODE = "WAL"
 SQLITE_SYNCHRONOUS = "NORMAL"
+#: The environment variable that chooses the SQLite study database's journal, and its values: ``wal`` (the
+#: default, above) or ``delete`` (SQLite's default rollback journal with ``synchronous=FULL``: for a database on
+#: a network file system, where SQLite's WAL mode does not work; a database in WAL mode is switched back).
+SQLITE_JOURNAL_ENV = "SWEEPS_SQLITE_JOURNAL"
+SQLITE_JOURNALS = ("wal", "delete")
+
+
+def sqlite_journal() -> str:
+    """The SQLite study journal chosen by ``$SWEEPS_SQLITE_JOURNAL`` (default ``wal``); a bad value is refused."""
+    value = os.environ.get(SQLITE_JOURNAL_ENV, "wal").strip().lower() or "wal"
+    if value not in SQLITE_JOURNALS:
+        raise ValueError(f"{SQLITE_JOURNAL_ENV} must be one of {', '.join(SQLITE_JOURNALS)}; "
+                         f"got {os.environ.get(SQLITE_JOURNAL_ENV)!r}")
+    return value
 
 
 @functools.lru_cache(maxsize=None)
@@ -325,9 +341,10 @@ def _sqlite_storage_class() -> type:
     storages lock their file or key: they need nothing of this.
 
     A database file is switched to WAL mode and its connections use ``synchronous=NORMAL``
-    (:data:`SQLITE_JOURNAL_MODE`, :data:`SQLITE_SYNCHRONOUS`).
+    (:data:`SQLITE_JOURNAL_MODE`, :data:`SQLITE_SYNCHRONOUS`), unless ``$SWEEPS_SQLITE_JOURNAL`` is ``delete``.
     """
     from sqlalchemy import event
+    from sqlalchemy import exc as sa_exc
 
     def _begin(conn: Any) -> None:
         if getattr(_IMMEDIATE, "on", False):
@@ -343,10 +360,19 @@ def _sqlite_storage_class() -> type:
             super().__init__(url, **kwargs)
             event.listen(self.engine, "begin", _begin)
             if self.engine.url.database not in (None, "", ":memory:"):
-                with self.engine.connect() as conn:  # persistent: the file stays in WAL mode
-                    conn.exec_driver_sql(f"PRAGMA journal_mode={SQLITE_JOURNAL_MODE}")
-                event.listen(self.engine, "connect", _connect)
-                self.engine.dispose()  # connections opened while Optuna created its tables get it too
+                wal = sqlite_journal() == "wal"
+                mode = SQLITE_JOURNAL_MODE if wal else "DELETE"
+                self.engine.dispose()  # its own pooled connections would count as others when leaving WAL
+                try:
+                    with self.engine.connect() as conn:  # persistent: the file stays in this mode
+                        conn.exec_driver_sql("PRAGMA busy_timeout=1000")  # not the 30 s of a busy store
+                        conn.exec_driver_sql(f"PRAGMA journal_mode={mode}")
+                except sa_exc.OperationalError as err:  # leaving WAL needs the only connection to the file
+                    _log.warning("the study database %s keeps its journal mode (%s while another process has it "
+                                 "open: %s)", self.engine.url.database, mode, err.orig)
+                if wal:
+                    event.listen(self.engine, "connect", _connect)
+                self.engine.dispose()  # no connection keeps the short busy timeout; new ones get the listener
 
         def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
             _IMMEDIATE.on = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import os
 import time
 import warnings
@@ -398,3 +400,31 @@ def test_sqlite_study_database_runs_in_wal_mode_and_a_killed_writer_loses_nothin
     memory = open_storage("sqlite://", heartbeat=False)  # no file: nothing to switch
     with memory.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "memory"
+
+
+def test_sqlite_journal_delete_switches_a_wal_database_back_and_a_bad_value_is_refused(scratch, monkeypatch,
+                                                                                        caplog):
+    url = f"sqlite:///{scratch / 'nfs.db'}"
+    first = open_storage(url, heartbeat=False)  # WAL by default
+    monkeypatch.setenv("SWEEPS_SQLITE_JOURNAL", "delete")
+    held = first.engine.connect()  # another process has the file open (in a read)
+    held.exec_driver_sql("BEGIN")
+    held.exec_driver_sql("SELECT count(*) FROM studies").scalar()
+    with caplog.at_level(logging.WARNING, logger="sweeps.storage"):
+        second = open_storage(url, heartbeat=False)
+        with second.engine.connect() as conn:  # the mode is kept, after a short wait
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000  # the store's own again
+    assert "keeps its journal mode" in caplog.text
+    held.close()
+    for other in (first, second):  # the last one with the file open is the one that switches it back
+        other.engine.dispose()
+    storage = open_storage(url, heartbeat=False)
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL, SQLite's default
+    optuna.create_study(study_name="d", storage=storage).ask().report(1.0, 1)
+    assert not (scratch / "nfs.db-wal").exists()
+    monkeypatch.setenv("SWEEPS_SQLITE_JOURNAL", "memory")
+    with pytest.raises(ValueError, match=r"SWEEPS_SQLITE_JOURNAL must be one of wal, delete; got 'memory'"):
+        open_storage(url, heartbeat=False)
