@@ -65,6 +65,30 @@ def claim_share(population: int, waiting: int, workers: int) -> int:
     return max(1, min(population, -(-waiting // max(1, workers))))
 
 
+def startup_cap(cfg: Any, completed: int, waiting: int) -> int | None:
+    """At most how many trials a population worker claims while the pruner cannot prune yet, or None.
+
+    Optuna's median and percentile pruners prune nothing until ``n_startup_trials`` trials are COMPLETE
+    (default 5). Members that start together before any trial has finished all run to the end, so a
+    first population of K per worker would train K x workers trials in full that the pruner could have
+    stopped (a 96-trial digits sweep pruned 28-44 trials at population 16 against 63 at population 1).
+    Until ``completed`` reaches ``n_startup_trials``, a worker takes at most its share of them,
+    ``ceil(n_startup_trials / workers)``; the pruner's decisions are its own, only the trials' start order
+    changes (as with population 1). Not when the ``waiting`` trials all fit in one round of populations
+    (``population x workers``): then running them together beat running the startup trials first
+    (measured: the 16-trial MNIST recipe, 2 workers, took 19.2 s with the cap and 17.8 s without; the
+    96-trial digits sweep with one batch size 10.4 s with it and 11.7 s without). Other pruners
+    (successive halving and hyperband compare running trials' rungs) and ``none``: no cap.
+    """
+    pruner = cfg.study.pruner
+    if pruner.name not in ("median", "percentile") or waiting <= population_size(cfg) * cfg.study.workers:
+        return None
+    startup = int(pruner.options.get("n_startup_trials", 5))
+    if completed >= startup:
+        return None
+    return max(1, -(-startup // max(1, cfg.study.workers)))
+
+
 def flush_interval(seconds: float, cfg: Any) -> float:
     """How often a run's queued epochs are sent: ``flush_interval_s`` times the population size.
 
@@ -208,6 +232,7 @@ class _Loop:
         next_repair = start  # at most once per heartbeat interval: lost trials are found within the grace anyway
         try:
             study_id = self.storage.get_study_id_from_name(self.study.study_name)
+            startup_done = False  # the pruner has its startup trials (see startup_cap)
             while not self.stop.is_set():
                 now = time.monotonic()
                 if timeout is not None and now - start >= timeout:
@@ -220,6 +245,12 @@ class _Loop:
                 if self.population > 1:
                     waiting = self.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
                     share = claim_share(self.population, len(waiting), self.cfg.study.workers)
+                    if not startup_done:
+                        completed = len(self.storage.get_all_trials(study_id, deepcopy=False,
+                                                                    states=(TrialState.COMPLETE,)))
+                        cap = startup_cap(self.cfg, completed, len(waiting))
+                        startup_done = cap is None
+                        share = min(share, cap or share)
                     trials = claim_trials(self.study, self.storage, share, study_id, waiting)
                     if not trials:
                         break

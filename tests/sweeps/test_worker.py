@@ -224,6 +224,55 @@ def test_a_population_worker_claims_at_most_its_share_of_the_waiting_trials(popu
     assert claim_share(population, waiting, workers) == share
 
 
+@pytest.mark.parametrize("pruner, completed, workers, waiting, cap", [
+    ({"name": "median", "options": {"n_startup_trials": 5}}, 0, 2, 96, 3),  # 5 startup trials over 2 workers
+    ({"name": "median", "options": {"n_startup_trials": 5}}, 4, 2, 90, 3),
+    ({"name": "median", "options": {"n_startup_trials": 5}}, 5, 2, 90, None),  # the pruner can prune: no cap
+    ({"name": "median", "options": {"n_startup_trials": 5}}, 0, 2, 32, None),  # all fit in one round (16 x 2)
+    ({"name": "median", "options": {}}, 0, 1, 17, 5),  # Optuna's default n_startup_trials
+    ({"name": "percentile", "options": {"percentile": 25.0, "n_startup_trials": 6}}, 2, 4, 100, 2),
+    ({"name": "median", "options": {"n_startup_trials": 0}}, 0, 2, 96, None),
+    ({"name": "successive_halving", "options": {}}, 0, 2, 96, None),  # compares running trials' rungs
+    ({"name": "none", "options": {}}, 0, 2, 96, None),
+])
+def test_a_population_worker_takes_only_its_share_of_the_pruners_startup_trials(sw, pruner, completed, workers,
+                                                                                  waiting, cap):
+    from sweeps.config import parse_config
+    from sweeps.worker import startup_cap
+
+    cfg = parse_config(sw.merge(sw.BASE_CONFIG, {"study": {"workers": workers, "population": 16,
+                                                           "pruner": {"__replace__": True, **pruner}}}))
+    assert startup_cap(cfg, completed, waiting) == cap
+
+
+def test_a_population_sweep_runs_the_startup_trials_first_and_prunes_from_the_next_population(sw):
+    """Median pruner with 2 startup trials, population 4, 1 worker, 10 trials (more than one round of 4): the worker
+    takes 2 trials first (they complete: nothing to compare with), then populations of 4 the pruner can stop."""
+    changes = {"training": {"epochs": 6},
+               "search_space": {"__replace__": True, "eta": {"type": "float", "low": 0.05, "high": 8.0, "log": True}},
+               "study": {"n_trials": 10, "sampler": {"name": "random"}, "workers": 1,
+                         "pruner": {"__replace__": True, "name": "median",
+                                    "options": {"n_startup_trials": 2, "n_warmup_steps": 1}}}}
+    sizes: list[int] = []
+    from sweeps.worker import _Loop
+
+    real = _Loop.run_population
+
+    def run_population(self: Any, trials: list) -> Any:
+        sizes.append(len(trials))
+        return real(self, trials)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(_Loop, "run_population", run_population):
+        study, _, _ = sw.run_in_process(changes, 4)
+    assert sizes == [2, 4, 4], sizes
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.state.name for t in trials[:2]] == ["COMPLETE", "COMPLETE"]
+    pruned = [t.number for t in trials[2:] if t.user_attrs["reason"].startswith("pruned at epoch")]
+    assert pruned, [t.user_attrs["reason"] for t in trials]  # the pruner's own decisions, not divergences
+
+
 def test_a_population_that_loses_the_tracking_store_fails_and_retries_every_member(sw):
     """The tracking store stays down when the first member ends (its run's end cannot be delivered): that member
     and the members still training are failed "lost: tracking unavailable" with their runs queued, each is
