@@ -335,7 +335,9 @@ def test_changed_search_space_needs_new_study(sw, resumed, tmp_path: Path) -> No
 # -- other directories -------------------------------------------------------------------------
 
 def test_two_workers_exact_trial_budget(sw, tmp_path: Path) -> None:
-    sw.write_config(tmp_path)
+    # trials long enough (~0.6 s each, no pruning) that one worker cannot finish all five before the other starts
+    sw.write_config(tmp_path, {"training": {"epochs": 150},
+                               "study": {"pruner": {"__replace__": True, "name": "none"}}})
     r = sw.run_cli(["run", "cfg.yaml", "--workers", "2", "--n-trials", "5", "-q", "--no-artifacts"], tmp_path)
     assert r.returncode == 0, sw.describe(r)
     study = sw.load_study(tmp_path)
