@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from nncore import DivergenceError, Network, TrainConfig, train
-from nncore import population as pop
+from nncore import population_records as records
+from nncore import population_step as step
 from nncore.population import population_key, train_population
 
 SIZES = [6, 7, 4]
@@ -106,7 +107,7 @@ def test_every_member_equals_train_bit_for_bit(cost, activation, dtype):
 ])
 def test_every_code_path_equals_train_bit_for_bit(monkeypatch, patch):
     for name, value in patch.items():
-        monkeypatch.setattr(pop, name, value)
+        monkeypatch.setattr(step if hasattr(step, name) else records, name, value)
     X, y, ev = _data()
     _run(_nets(18, activation="tanh"), X, y, _all_settings(epochs=3), ev)
 
@@ -114,9 +115,10 @@ def test_every_code_path_equals_train_bit_for_bit(monkeypatch, patch):
 def test_forced_fused_products_stay_within_1e_12_at_stable_step_sizes(monkeypatch):
     # a BLAS may round one (K*out, in) product differently from K (out, in) ones; fusing is only used
     # where it does not, but even forced it stays at rounding level over a few stable epochs
-    monkeypatch.setattr(pop, "fusable", lambda *a, **k: True)
-    monkeypatch.setattr(pop, "MEASURE_CACHE_BYTES", 1)
-    monkeypatch.setattr(pop, "MEASURE_FUSED_MEMBERS", 4)
+    for module in (step, records):  # the SGD step's and the measurement's products
+        monkeypatch.setattr(module, "fusable", lambda *a, **k: True)
+    monkeypatch.setattr(records, "MEASURE_CACHE_BYTES", 1)
+    monkeypatch.setattr(records, "MEASURE_FUSED_MEMBERS", 4)
     X, y, ev = _data(n=200, n_in=40, n_out=5)
     sizes = [40, 12, 5]
     configs = [TrainConfig(eta=0.5, epochs=4, batch_size=10, lmbda=1.0, momentum=mu) for mu in (0.0, 0.5) * 3]
