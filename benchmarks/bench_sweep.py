@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 
 from sweeps.config import parse_config
-from sweeps.runner import run_sweep
-from sweeps.storage import Locations
+from sweeps.engine.runner import run_sweep
+from sweeps.stores import Locations
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = Path(os.environ.get("NNCORE_MNIST_T10K", REPO.parent / "shared/data/mnist-t10k"))

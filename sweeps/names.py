@@ -91,3 +91,10 @@ REASON_DUPLICATE_RUN = "duplicate"
 def is_infrastructure_failure(reason: str | None) -> bool:
     """True for the reasons of trials lost to a fault outside the trial (they are retried)."""
     return bool(reason) and reason.startswith(REASON_LOST)  # type: ignore[union-attr]
+
+
+def run_status(state: str, reason: str) -> str:
+    """MLflow status of a trial's run: interrupted and abandoned runs end KILLED, lost ones FAILED."""
+    if reason.startswith((REASON_INTERRUPTED, REASON_ABANDONED)):
+        return "KILLED"
+    return RUN_STATUS.get(state, "FAILED")

@@ -26,7 +26,7 @@ if str(REPO_ROOT) not in sys.path:
 # --import-mode=importlib (pyproject.toml), so that tests/nncore and tests/sweeps can each have a
 # test module per source module under the same basename (test_cli.py), and it puts no test
 # directory on sys.path itself.
-for _path in (REPO_ROOT / "tests", REPO_ROOT / "tests" / "sweeps"):
+for _path in (REPO_ROOT / "tests", REPO_ROOT / "tests" / "sweeps", REPO_ROOT / "tests" / "sweeps" / "query"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 

@@ -60,6 +60,7 @@ from sweeps.names import TRIAL_REASON, TRIAL_RUN
 from sweeps.query import client, database, rest
 from sweeps.query.base import HistoryReader, Unsupported
 from sweeps.query.frames import LONG_COLUMNS, attach_final_metrics, attach_params, finish_long, to_wide, trials_frame
+from sweeps.stores import is_journal, journal_storage
 
 __all__ = ["DEFAULT_PREFIX", "FINDING_COLUMNS", "LONG_COLUMNS", "METHODS", "READERS", "Unsupported", "experiment_for",
            "findings", "history", "trials"]
@@ -139,16 +140,10 @@ def trials(
 def _optuna_storage(storage: Any) -> Any:
     """RDB URLs and storage objects go to Optuna as they are; journal / Redis URLs
     (``journal:///path``, ``path.log``, ``redis://``) are opened the way the workers
-    open them (:func:`sweeps.storage.open_storage`, without a heartbeat)."""
+    open them (:func:`sweeps.stores.journal_storage`)."""
     if isinstance(storage, str | os.PathLike):
         text = os.fspath(storage)
-        if text.startswith(("journal://", "redis://")) or (
-            "://" not in text and text.endswith((".log", ".journal"))
-        ):
-            from sweeps.storage import open_storage
-
-            return open_storage(text, heartbeat=False)
-        return text
+        return journal_storage(text) if is_journal(text) else text
     return storage
 
 
@@ -252,7 +247,7 @@ FINDING_COLUMNS = ["trial", "run_id", "state", "code", "severity", "layer", "mes
 
 def findings(study_name: str, *, tracking_uri: str, experiment_name: str | None = None,
              method: str = "auto") -> pd.DataFrame:
-    """One row per finding per finished trial of ``study_name`` (:mod:`sweeps.diagnostics`).
+    """One row per finding per finished trial of ``study_name`` (:mod:`sweeps.query.explanations`).
 
     Columns: ``trial``, ``run_id``, ``state``, ``code``, ``severity`` (``warning``/``notice``/``info``),
     ``layer`` (nullable Int64: the 1-based weight layer of per-layer findings), ``message`` (one
@@ -262,9 +257,9 @@ def findings(study_name: str, *, tracking_uri: str, experiment_name: str | None 
     """
     import json
 
-    from sweeps import diagnostics
+    from sweeps.query.explanations import explain_study
 
-    exp = diagnostics.explain_study(study_name, tracking_uri=tracking_uri, experiment_name=experiment_name,
+    exp = explain_study(study_name, tracking_uri=tracking_uri, experiment_name=experiment_name,
                                     method=method)
     rows = [{"trial": t.trial, "run_id": t.run_id, "state": t.state, "code": f.code, "severity": f.severity,
              "layer": f.layer, "message": f.message, "evidence": json.dumps(f.to_dict()["evidence"])}

@@ -30,27 +30,19 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
+from sweeps.compat import SCHEMA_REVISIONS, schema_revision
 from sweeps.names import TAG_ROLE, TAG_TRIAL_NUMBER
 from sweeps.query.base import ROLE_TRIAL, Unsupported, as_int, trial_or_missing
 from sweeps.query.frames import RAW_COLUMNS, empty_raw, typed_raw
+from sweeps.stores import DB_SCHEMES, read_only_connection, require_sqlite_file, scheme, sqlite_path  # noqa: F401
 
 __all__ = ["DB_SCHEMES", "SCHEMA_REVISIONS", "read_history", "require_sqlite_file", "schema_revision", "scheme"]
-
-#: Alembic revisions of MLflow's tracking schema the queries here were written and tested
-#: against: the head of MLflow 3.17.2 (``mlflow.store.db.utils._get_latest_schema_revision()``).
-SCHEMA_REVISIONS = frozenset({"dc11669786a5"})
-
-#: URI schemes (before any ``+driver``) of MLflow's database stores.
-DB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql")
 
 #: Runs per metrics query: with two bound parameters per run (its number and id) and up to
 #: :data:`MAX_SQL_KEYS` keys, below SQLite's historical limit of 999 bound parameters.
@@ -59,92 +51,8 @@ RUN_CHUNK = 250
 MAX_SQL_KEYS = 400
 
 
-def scheme(uri: str) -> str:
-    """``sqlite`` for ``sqlite:///...``, ``postgresql`` for ``postgresql+psycopg2://``, ..."""
-    if "://" not in uri:
-        return ""
-    return uri.split("://", 1)[0].split("+", 1)[0].lower()
-
-
-def sqlite_path(uri: str) -> str | None:
-    """The database file of a ``sqlite:///PATH`` URI (None for in-memory)."""
-    rest = uri.split("://", 1)[1]
-    path = (rest[1:] if rest.startswith("/") else rest).split("?", 1)[0]
-    return None if path in ("", ":memory:") else path
-
-
-def require_sqlite_file(uri: str) -> None:
-    """Refuse to read a SQLite store that does not exist (MLflow would create one)."""
-    if scheme(uri) == "sqlite":
-        path = sqlite_path(uri)
-        if path is None or not Path(path).is_file():
-            raise FileNotFoundError(f"no MLflow SQLite database at {uri!r}")
-
-
 # ------------------------------------------------------------------------------ connection
 
-
-def sqlite_engine(database: str, *, pragma: str, begin: str, uri: bool = False, timeout: float = 5.0) -> Any:
-    """A SQLAlchemy engine over pysqlite, without a pool, whose transactions start with ``begin``
-    (``BEGIN``, ``BEGIN IMMEDIATE``) and whose connections run ``pragma`` first.
-
-    SQLAlchemy's recipe for pysqlite transactions: ``isolation_level=None`` so that the driver
-    emits no BEGIN of its own, and a ``begin`` listener that emits ours. ``uri``: ``database`` is a
-    ``file:`` URI (``?mode=ro``); ``timeout``: the busy timeout in seconds.
-    """
-    import sqlite3
-
-    import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
-
-    def connect() -> sqlite3.Connection:
-        con = sqlite3.connect(database, uri=uri, timeout=timeout, isolation_level=None, check_same_thread=False)
-        con.execute(pragma)
-        return con
-
-    engine = sa.create_engine("sqlite://", creator=connect, poolclass=NullPool)
-    sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
-    return engine
-
-
-
-@contextlib.contextmanager
-def read_only_connection(uri: str) -> Iterator[Any]:
-    """A SQLAlchemy connection inside one read-only transaction, rolled back at the end."""
-    import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
-
-    kind = scheme(uri)
-    if kind == "sqlite":
-        target = "file:" + quote(os.path.abspath(sqlite_path(uri) or ""), safe="/") + "?mode=ro"
-        engine = sqlite_engine(target, uri=True, pragma="PRAGMA query_only = 1", begin="BEGIN")
-        options: dict[str, Any] = {}
-    elif kind in ("postgresql", "postgres"):
-        engine = sa.create_engine(uri, poolclass=NullPool)
-        options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
-    else:
-        engine = sa.create_engine(uri, poolclass=NullPool)
-        options = {}
-    try:
-        with engine.connect() as conn:
-            if options:
-                conn = conn.execution_options(**options)
-            tx = conn.begin()
-            try:
-                yield conn
-            finally:
-                tx.rollback()
-    finally:
-        engine.dispose()
-
-
-def schema_revision(conn: Any) -> str | None:
-    """The database's Alembic revision (None: no ``alembic_version`` table); several heads
-    are joined by ``+``."""
-    from alembic.runtime.migration import MigrationContext
-
-    heads = MigrationContext.configure(conn).get_current_heads()
-    return "+".join(sorted(heads)) if heads else None
 
 
 def check_schema(conn: Any) -> None:

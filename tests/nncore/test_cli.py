@@ -129,7 +129,7 @@ def test_sweeps_gradcheck_sizes_mean_the_same():
     ``python -m nncore --sizes`` rejects."""
     click_testing = pytest.importorskip("click.testing")
     from nncore.cli import parse_sizes
-    from sweeps.cli import main as sweeps_main
+    from sweeps.cli.commands import main as sweeps_main
 
     assert parse_sizes("8,6,4") == parse_sizes("8 6 4") == parse_sizes(["8", "6,4"]) == [8, 6, 4]
     runner = click_testing.CliRunner()

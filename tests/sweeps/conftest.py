@@ -203,9 +203,10 @@ def run_in_process(changes: dict[str, Any], population: int, **loop_kw: Any) -> 
     import optuna
 
     from sweeps.config import parse_config
-    from sweeps.objective import Objective, load_data
-    from sweeps.samplers import build_pruner, build_sampler, grid_points
-    from sweeps.worker import _Loop
+    from sweeps.engine.data import load_data
+    from sweeps.engine.objective import Objective
+    from sweeps.study.samplers import build_pruner, build_sampler, grid_points
+    from sweeps.engine.worker import _Loop
 
     raw = _merge(BASE_CONFIG, copy.deepcopy(changes))
     raw["study"]["population"] = population

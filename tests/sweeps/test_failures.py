@@ -373,7 +373,7 @@ def test_a_killed_population_worker_s_trials_are_all_failed_and_retried(sw, tmp_
         [retry] = [r for r in trials.values() if r.user_attrs.get("retry_of") == t.number]
         assert retry.state.name == "COMPLETE" and retry.params == lost.params
         assert runs[retry.user_attrs["mlflow_run_id"]].info.status == "FINISHED"
-    from sweeps.study import counts_of
+    from sweeps.study.budget import counts_of
 
     counts = counts_of(study)
     assert counts["COMPLETE"] == 3 and counts["RETRIED"] == 2 and counts["FAIL"] == 0, counts

@@ -181,7 +181,7 @@ def sweeps_dir(tmp_path: Path) -> Any:
 def assert_sweep_invariant(sweep: Sweep, n_trials: int, *, backend: str | None, distinct: bool = True) -> dict:
     """The sweep-end invariant (module docstring); returns facts for the test to report."""
     from sweeps import names
-    from sweeps.study import retried_numbers
+    from sweeps.study.budget import retried_numbers
 
     study = sweep.study()
     trials = study.get_trials(deepcopy=False)

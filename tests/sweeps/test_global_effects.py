@@ -19,7 +19,8 @@ import optuna
 import pytest
 
 from sweeps.config import parse_config
-from sweeps.storage import open_storage, resolve_locations
+from sweeps.stores import resolve_locations
+from sweeps.study.storage import open_storage
 
 
 #: Loggers our code must leave alone. Not "alembic": Optuna's RDBStorage sets it to WARNING itself
@@ -63,7 +64,7 @@ def test_open_storage_changes_nothing_global(tmp_path: Path, unusual_settings) -
 @pytest.mark.slow
 def test_prepare_a_study_and_its_tracking_changes_nothing_global(tmp_path: Path, monkeypatch,
                                                                  unusual_settings) -> None:
-    from sweeps.runner import prepare
+    from sweeps.engine.runner import prepare
 
     monkeypatch.chdir(tmp_path)
     for key in ("MLFLOW_TRACKING_URI", "SWEEPS_STORAGE", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
@@ -82,7 +83,7 @@ def test_prepare_a_study_and_its_tracking_changes_nothing_global(tmp_path: Path,
 
 @pytest.mark.slow
 def test_importing_plots_selects_no_matplotlib_backend() -> None:
-    code = ("import os; os.environ.pop('MPLBACKEND', None); import matplotlib; import sweeps.plots; "
+    code = ("import os; os.environ.pop('MPLBACKEND', None); import matplotlib; import sweeps.plots.figures; "
             "print(matplotlib.rcParams._get_backend_or_none())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={k: v for k, v in os.environ.items() if k != "MPLBACKEND"})

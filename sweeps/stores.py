@@ -1,0 +1,293 @@
+"""Where the two stores live and how their databases are reached: the study's Optuna storage URL and MLflow's
+tracking URI, resolved once into :class:`Locations`; ``mlflow.yml``; URL schemes and SQLite files; pool-less
+SQLite engines and read-only connections; MLflow's bounded HTTP settings; the tracking server's health check.
+
+Everything here is shared by the writers (:mod:`sweeps.study`, :mod:`sweeps.tracking`) and the readers
+(:mod:`sweeps.query`), which never import each other.
+
+Precedence, highest first:
+
+* Optuna storage: ``--storage`` flag > ``SWEEPS_STORAGE`` env > ``study.storage`` in the
+  sweep YAML > ``sqlite:///optuna.db`` (in the working directory).
+* MLflow: ``--tracking-uri`` flag > ``MLFLOW_TRACKING_URI`` env > ``tracking_uri`` in
+  ``mlflow.yml`` > ``sqlite:///mlflow.db`` (in the working directory). ``mlflow.yml`` also
+  sets ``experiment_prefix`` (default ``sweeps/``: the study ``digits`` logs to the
+  experiment ``sweeps/digits``), ``artifact_location`` (default: MLflow's own,
+  ``./mlruns`` for a local store), ``flush_interval_s`` (metrics are sent to MLflow at most this
+  often per run; default 1.0) and ``trial_artifacts`` (``best``, the default: network files and
+  ``diagnosis.json`` for every trial with a network, and the loss and layer-norm PNGs of the study's
+  best trial, drawn by the launcher at the end (:mod:`sweeps.report.trial_plots`; ``sweeps plots`` draws more
+  on demand); ``complete``: PNGs for every completed trial, drawn by the workers; ``all``: for pruned
+  trials too; ``none``: no artifacts).
+
+Optuna storage URLs (opened by :func:`sweeps.study.storage.open_storage`): any SQLAlchemy URL
+(``sqlite:///optuna.db``, ``postgresql+psycopg2://user@host/db``) opens an ``RDBStorage`` with a heartbeat,
+so a killed worker's trial is failed (and its MLflow run closed) when a worker next asks for a trial; a
+path ending in ``.log`` / ``.journal`` or ``journal:///path`` opens a ``JournalStorage`` file (no
+heartbeat); ``redis://`` a Redis journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import yaml
+
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+DEFAULT_PREFIX = "sweeps/"
+
+
+MLFLOW_YML = "mlflow.yml"
+
+
+TRIAL_ARTIFACTS = ("best", "complete", "all", "none")
+
+
+#: MLflow HTTP settings for the launcher's own calls (prepare, repair, the parent run); workers
+#: send with no MLflow-side retry (the tracker retries, see :mod:`sweeps.tracking`). MLflow's own
+#: defaults block ~4 minutes per call against a dead server and ~20 against a hung one.
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # an int for MLflow
+}
+
+
+@dataclass(frozen=True)
+class Locations:
+    """Resolved locations for one sweep (plain strings: they travel to worker processes)."""
+
+    storage: str
+    tracking_uri: str
+    experiment_prefix: str = DEFAULT_PREFIX
+    artifact_location: str | None = None
+    flush_interval_s: float = 1.0
+    trial_artifacts: str = "best"
+    request_timeout_s: float = 10.0
+    tracking_outage_s: float = 300.0
+
+    def experiment_name(self, study_name: str) -> str:
+        return f"{self.experiment_prefix}{study_name}"
+
+
+def read_mlflow_yml(path: str | Path | None = None) -> dict[str, Any]:
+    """Read ``mlflow.yml`` (``tracking_uri``, ``experiment_prefix``, ``artifact_location``); {} if absent."""
+    p = Path(path) if path is not None else Path(MLFLOW_YML)
+    if not p.is_file():
+        if path is not None:
+            raise ValueError(f"mlflow config {p} does not exist")
+        return {}
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: the top level must be a mapping, got {type(data).__name__}")
+    allowed = {"tracking_uri", "experiment_prefix", "artifact_location", "flush_interval_s", "trial_artifacts",
+               "request_timeout_s", "tracking_outage_s"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ValueError(f"{p}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    interval = data.get("flush_interval_s", 1.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 <= interval < 3600:
+        raise ValueError(f"{p}: flush_interval_s must be a number of seconds in [0, 3600), got {interval!r}")
+    for key, low, high in (("request_timeout_s", 0.1, 3600), ("tracking_outage_s", 0, 7 * 86400)):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not low <= value <= high):
+            raise ValueError(f"{p}: {key} must be a number of seconds in [{low}, {high}], got {value!r}")
+    if data.get("trial_artifacts", "best") not in TRIAL_ARTIFACTS:
+        raise ValueError(f"{p}: trial_artifacts must be one of {list(TRIAL_ARTIFACTS)}, "
+                         f"got {data['trial_artifacts']!r}")
+    return data
+
+
+def resolve_locations(
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    config_storage: str | None = None,
+    mlflow_yml: str | Path | None = None,
+) -> Locations:
+    """Apply the precedence rules in the module docstring."""
+    yml = read_mlflow_yml(mlflow_yml)
+    return Locations(
+        storage=storage or os.environ.get("SWEEPS_STORAGE") or config_storage or DEFAULT_STORAGE,
+        tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or yml.get("tracking_uri")
+        or DEFAULT_TRACKING_URI,
+        experiment_prefix=yml.get("experiment_prefix", DEFAULT_PREFIX),
+        artifact_location=yml.get("artifact_location"),
+        flush_interval_s=float(yml.get("flush_interval_s", 1.0)),
+        trial_artifacts=yml.get("trial_artifacts", "best"),
+        request_timeout_s=float(yml.get("request_timeout_s", 10.0)),
+        tracking_outage_s=float(yml.get("tracking_outage_s", 300.0)),
+    )
+
+
+def _mlflow_http_values(request_timeout_s: float, worker: bool) -> dict[str, str]:
+    values = dict(MLFLOW_HTTP_DEFAULTS, MLFLOW_HTTP_REQUEST_TIMEOUT=f"{request_timeout_s:g}")
+    values = {k: os.environ.get(k, v) for k, v in values.items()}  # the user's settings win
+    if worker:  # the tracker retries, with its own back-off, without blocking training
+        values["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        # MLflow prints a "View run" line per ended run: one per trial, in every worker
+        values["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = os.environ.get("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+                                                                         "true")
+    return values
+
+
+def bound_mlflow_http_retries(request_timeout_s: float = 10.0, *, worker: bool = False) -> None:
+    """Bound MLflow's HTTP retries and timeout for the whole process (unless the user set them).
+
+    For worker processes, which are ours: MLflow reads these only from the environment.
+    ``worker``: no MLflow-side retries at all (also when the launcher set some), since the worker's
+    tracker retries on its own schedule. Library callers use :func:`mlflow_http_settings`.
+    """
+    os.environ.update(_mlflow_http_values(request_timeout_s, worker))
+
+
+@contextlib.contextmanager
+def mlflow_http_settings(request_timeout_s: float = 10.0) -> Iterator[None]:
+    """Bounded MLflow HTTP retries and timeout inside the block; the environment is restored after it.
+
+    MLflow's defaults block ~4 minutes per call against a dead server and ~20 against a hung one.
+    Processes started inside the block (the workers) inherit the settings.
+    """
+    values = _mlflow_http_values(request_timeout_s, worker=False)
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class TrackingUnavailable(OSError):
+    """The MLflow tracking server does not answer."""
+
+
+def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
+    """For an ``http(s)://`` tracking URI, require ``GET /health`` to answer before anything is created."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+            detail = f"HTTP {resp.status}"
+    except urllib.error.HTTPError as err:
+        detail = f"HTTP {err.code}"
+    except (OSError, ValueError) as err:
+        detail = str(getattr(err, "reason", err))
+    raise TrackingUnavailable(f"the MLflow tracking server {tracking_uri} does not answer ({url}: {detail}); "
+                              f"start it, or pass --tracking-uri / set MLFLOW_TRACKING_URI")
+
+
+#: URI schemes (before any ``+driver``) of MLflow's database stores.
+DB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql")
+
+
+def scheme(uri: str) -> str:
+    """``sqlite`` for ``sqlite:///...``, ``postgresql`` for ``postgresql+psycopg2://``, ..."""
+    if "://" not in uri:
+        return ""
+    return uri.split("://", 1)[0].split("+", 1)[0].lower()
+
+
+def sqlite_path(uri: str) -> str | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for in-memory)."""
+    rest = uri.split("://", 1)[1]
+    path = (rest[1:] if rest.startswith("/") else rest).split("?", 1)[0]
+    return None if path in ("", ":memory:") else path
+
+
+def require_sqlite_file(uri: str) -> None:
+    """Refuse to read a SQLite store that does not exist (MLflow would create one)."""
+    if scheme(uri) == "sqlite":
+        path = sqlite_path(uri)
+        if path is None or not Path(path).is_file():
+            raise FileNotFoundError(f"no MLflow SQLite database at {uri!r}")
+
+
+def sqlite_engine(database: str, *, pragma: str, begin: str, uri: bool = False, timeout: float = 5.0) -> Any:
+    """A SQLAlchemy engine over pysqlite, without a pool, whose transactions start with ``begin``
+    (``BEGIN``, ``BEGIN IMMEDIATE``) and whose connections run ``pragma`` first.
+
+    SQLAlchemy's recipe for pysqlite transactions: ``isolation_level=None`` so that the driver
+    emits no BEGIN of its own, and a ``begin`` listener that emits ours. ``uri``: ``database`` is a
+    ``file:`` URI (``?mode=ro``); ``timeout``: the busy timeout in seconds.
+    """
+    import sqlite3
+
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    def connect() -> sqlite3.Connection:
+        con = sqlite3.connect(database, uri=uri, timeout=timeout, isolation_level=None, check_same_thread=False)
+        con.execute(pragma)
+        return con
+
+    engine = sa.create_engine("sqlite://", creator=connect, poolclass=NullPool)
+    sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
+    return engine
+
+
+@contextlib.contextmanager
+def read_only_connection(uri: str) -> Iterator[Any]:
+    """A SQLAlchemy connection inside one read-only transaction, rolled back at the end."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    kind = scheme(uri)
+    if kind == "sqlite":
+        target = "file:" + quote(os.path.abspath(sqlite_path(uri) or ""), safe="/") + "?mode=ro"
+        engine = sqlite_engine(target, uri=True, pragma="PRAGMA query_only = 1", begin="BEGIN")
+        options: dict[str, Any] = {}
+    elif kind in ("postgresql", "postgres"):
+        engine = sa.create_engine(uri, poolclass=NullPool)
+        options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+    else:
+        engine = sa.create_engine(uri, poolclass=NullPool)
+        options = {}
+    try:
+        with engine.connect() as conn:
+            if options:
+                conn = conn.execution_options(**options)
+            tx = conn.begin()
+            try:
+                yield conn
+            finally:
+                tx.rollback()
+    finally:
+        engine.dispose()
+
+
+def is_journal(url: str) -> bool:
+    """Whether ``url`` names an Optuna journal storage: ``journal:///path``, a path ending in ``.log`` /
+    ``.journal``, or ``redis://`` (every other URL is a SQLAlchemy database URL)."""
+    return url.startswith(("journal://", "redis://")) or ("://" not in url and url.endswith((".log", ".journal")))
+
+
+def journal_storage(url: str) -> Any:
+    """The Optuna ``JournalStorage`` of a journal URL (:func:`is_journal`): a file, or a Redis journal."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+
+    if url.startswith("redis://"):
+        return JournalStorage(JournalRedisBackend(url))
+    return JournalStorage(JournalFileBackend(url[len("journal://"):] if url.startswith("journal://") else url))
