@@ -27,6 +27,11 @@ from nncore.regularizers import CONVENTIONS, PENALTIES
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "nsga2", "gp")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 
+#: Defaults of ``study.heartbeat_interval`` / ``study.heartbeat_grace`` (seconds), also those of
+#: :func:`sweeps.study.storage.open_storage`.
+HEARTBEAT_INTERVAL = 20
+HEARTBEAT_GRACE = 120
+
 #: Fields of ``training`` a search space may vary.
 TRAINING_PARAMS = ("eta", "lmbda", "batch_size", "epochs", "momentum", "penalty", "convention")
 #: Fields of ``network`` a search space may vary.
@@ -188,8 +193,9 @@ class StudyConfig(_Strict):
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     storage: str | None = Field(None, description="Optuna storage URL; default sqlite:///optuna.db")
     workers: int = Field(1, ge=1)
-    heartbeat_interval: int = Field(20, ge=1, le=3600, description="seconds between a running trial's heartbeats")
-    heartbeat_grace: int = Field(120, ge=2, le=86400,
+    heartbeat_interval: int = Field(HEARTBEAT_INTERVAL, ge=1, le=3600,
+                                    description="seconds between a running trial's heartbeats")
+    heartbeat_grace: int = Field(HEARTBEAT_GRACE, ge=2, le=86400,
                                  description="seconds without a heartbeat after which a trial is failed and retried")
     max_retries: int = Field(3, ge=0, le=100, description="retries of a trial lost to an infrastructure fault")
     population: int = Field(1, ge=1, le=1024,

@@ -32,13 +32,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import yaml
 
+from sweeps.names import EXPERIMENT_PREFIX
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 
@@ -46,7 +47,8 @@ DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
-DEFAULT_PREFIX = "sweeps/"
+#: The default ``experiment_prefix`` (defined in :mod:`sweeps.names`).
+DEFAULT_PREFIX = EXPERIMENT_PREFIX
 
 
 MLFLOW_YML = "mlflow.yml"
@@ -54,9 +56,19 @@ MLFLOW_YML = "mlflow.yml"
 
 TRIAL_ARTIFACTS = ("best", "complete", "all", "none")
 
+#: How :mod:`sweeps.query` reads histories (its ``METHODS``, the CLI's ``--method``): ``auto`` picks one of
+#: the backends that follow (``sweeps.query.READERS``) by the tracking URI's scheme.
+HISTORY_METHODS = ("auto", "sql", "http", "api")
+
+#: The defaults of the other ``mlflow.yml`` keys (the module docstring; ``docs/configuration.md``).
+FLUSH_INTERVAL_S = 1.0
+DEFAULT_TRIAL_ARTIFACTS = "best"
+REQUEST_TIMEOUT_S = 10.0
+TRACKING_OUTAGE_S = 300.0
+
 
 #: MLflow HTTP settings for the launcher's own calls (prepare, repair, the parent run); workers
-#: send with no MLflow-side retry (the tracker retries, see :mod:`sweeps.tracking`). MLflow's own
+#: send with no MLflow-side retry (the tracker retries, see :mod:`sweeps.tracking.tracker`). MLflow's own
 #: defaults block ~4 minutes per call against a dead server and ~20 against a hung one.
 MLFLOW_HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -72,13 +84,17 @@ class Locations:
     tracking_uri: str
     experiment_prefix: str = DEFAULT_PREFIX
     artifact_location: str | None = None
-    flush_interval_s: float = 1.0
-    trial_artifacts: str = "best"
-    request_timeout_s: float = 10.0
-    tracking_outage_s: float = 300.0
+    flush_interval_s: float = FLUSH_INTERVAL_S
+    trial_artifacts: str = DEFAULT_TRIAL_ARTIFACTS
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+    tracking_outage_s: float = TRACKING_OUTAGE_S
 
     def experiment_name(self, study_name: str) -> str:
         return f"{self.experiment_prefix}{study_name}"
+
+
+#: The keys ``mlflow.yml`` may hold: the fields of :class:`Locations` but ``storage``.
+MLFLOW_YML_KEYS = tuple(f.name for f in fields(Locations) if f.name != "storage")
 
 
 def read_mlflow_yml(path: str | Path | None = None) -> dict[str, Any]:
@@ -91,12 +107,11 @@ def read_mlflow_yml(path: str | Path | None = None) -> dict[str, Any]:
     data = yaml.safe_load(p.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{p}: the top level must be a mapping, got {type(data).__name__}")
-    allowed = {"tracking_uri", "experiment_prefix", "artifact_location", "flush_interval_s", "trial_artifacts",
-               "request_timeout_s", "tracking_outage_s"}
+    allowed = set(MLFLOW_YML_KEYS)
     unknown = set(data) - allowed
     if unknown:
         raise ValueError(f"{p}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-    interval = data.get("flush_interval_s", 1.0)
+    interval = data.get("flush_interval_s", FLUSH_INTERVAL_S)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 <= interval < 3600:
         raise ValueError(f"{p}: flush_interval_s must be a number of seconds in [0, 3600), got {interval!r}")
     for key, low, high in (("request_timeout_s", 0.1, 3600), ("tracking_outage_s", 0, 7 * 86400)):
@@ -104,7 +119,7 @@ def read_mlflow_yml(path: str | Path | None = None) -> dict[str, Any]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not low <= value <= high):
             raise ValueError(f"{p}: {key} must be a number of seconds in [{low}, {high}], got {value!r}")
-    if data.get("trial_artifacts", "best") not in TRIAL_ARTIFACTS:
+    if data.get("trial_artifacts", DEFAULT_TRIAL_ARTIFACTS) not in TRIAL_ARTIFACTS:
         raise ValueError(f"{p}: trial_artifacts must be one of {list(TRIAL_ARTIFACTS)}, "
                          f"got {data['trial_artifacts']!r}")
     return data
@@ -117,19 +132,24 @@ def resolve_locations(
     config_storage: str | None = None,
     mlflow_yml: str | Path | None = None,
 ) -> Locations:
-    """Apply the precedence rules in the module docstring."""
+    """Apply the precedence rules in the module docstring (a key absent from ``mlflow.yml``: the
+    default of its :class:`Locations` field)."""
     yml = read_mlflow_yml(mlflow_yml)
+    seconds = ("flush_interval_s", "request_timeout_s", "tracking_outage_s")
+    settings = {key: float(yml[key]) if key in seconds else yml[key]
+                for key in MLFLOW_YML_KEYS if key != "tracking_uri" and key in yml}
     return Locations(
         storage=storage or os.environ.get("SWEEPS_STORAGE") or config_storage or DEFAULT_STORAGE,
         tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or yml.get("tracking_uri")
         or DEFAULT_TRACKING_URI,
-        experiment_prefix=yml.get("experiment_prefix", DEFAULT_PREFIX),
-        artifact_location=yml.get("artifact_location"),
-        flush_interval_s=float(yml.get("flush_interval_s", 1.0)),
-        trial_artifacts=yml.get("trial_artifacts", "best"),
-        request_timeout_s=float(yml.get("request_timeout_s", 10.0)),
-        tracking_outage_s=float(yml.get("tracking_outage_s", 300.0)),
+        **settings,
     )
+
+
+def experiment_prefix(mlflow_yml: str | Path | None = None) -> str:
+    """The ``experiment_prefix`` the CLI uses: ``mlflow.yml``'s (the file ``mlflow_yml``, else
+    ``./mlflow.yml`` when present), else :data:`DEFAULT_PREFIX`."""
+    return resolve_locations(mlflow_yml=mlflow_yml).experiment_prefix
 
 
 def _mlflow_http_values(request_timeout_s: float, worker: bool) -> dict[str, str]:
@@ -143,7 +163,7 @@ def _mlflow_http_values(request_timeout_s: float, worker: bool) -> dict[str, str
     return values
 
 
-def bound_mlflow_http_retries(request_timeout_s: float = 10.0, *, worker: bool = False) -> None:
+def bound_mlflow_http_retries(request_timeout_s: float = REQUEST_TIMEOUT_S, *, worker: bool = False) -> None:
     """Bound MLflow's HTTP retries and timeout for the whole process (unless the user set them).
 
     For worker processes, which are ours: MLflow reads these only from the environment.
@@ -154,7 +174,7 @@ def bound_mlflow_http_retries(request_timeout_s: float = 10.0, *, worker: bool =
 
 
 @contextlib.contextmanager
-def mlflow_http_settings(request_timeout_s: float = 10.0) -> Iterator[None]:
+def mlflow_http_settings(request_timeout_s: float = REQUEST_TIMEOUT_S) -> Iterator[None]:
     """Bounded MLflow HTTP retries and timeout inside the block; the environment is restored after it.
 
     MLflow's defaults block ~4 minutes per call against a dead server and ~20 against a hung one.

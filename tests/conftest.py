@@ -22,9 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 # ... and `from servicekit import ...` (tests/servicekit.py) from any test module, and the shared
-# helpers of a sibling module (`from test_query import ...`): pytest imports test modules with
+# helpers of a sibling module (`from test_reading import ...`): pytest imports test modules with
 # --import-mode=importlib (pyproject.toml), so that tests/nncore and tests/sweeps can each have a
-# test module per source module under the same basename (test_cli.py), and it puts no test
+# test module per source module under the same basename (test_population.py), and it puts no test
 # directory on sys.path itself.
 for _path in (REPO_ROOT / "tests", REPO_ROOT / "tests" / "sweeps", REPO_ROOT / "tests" / "sweeps" / "query"):
     if str(_path) not in sys.path:

@@ -187,6 +187,17 @@ def _pg_admin(purpose: str) -> Any:
     return conn
 
 
+def pg_admin_query(statement: str, params: tuple = ()) -> list[tuple]:
+    """The rows of one statement run as the admin user (e.g. a look at ``pg_stat_activity``)."""
+    admin = _pg_admin("a query")
+    try:
+        with admin.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall()
+    finally:
+        admin.close()
+
+
 def database_name(url: str) -> str:
     """The database name at the end of a SQLAlchemy / libpq URL (``.../<name>[?query]``)."""
     return url.rsplit("/", 1)[1].split("?", 1)[0]
@@ -432,6 +443,102 @@ class MlflowServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class PgBouncer:
+    """A real PgBouncer (Debian package ``pgbouncer``) on ``127.0.0.1:port`` in front of the test PostgreSQL, in its
+    own session (process group), stopped by that group.
+
+    ``settings``: the ``[pgbouncer]`` section to use (e.g. the shipped ``deploy/kubernetes/pgbouncer.ini``'s,
+    read by :func:`pgbouncer_settings`); this class overrides only where it listens, its trust login
+    (PostgreSQL here trusts loopback) and its files. ``databases``: names that PgBouncer serves, each
+    forwarded to the database of the same name. PgBouncer refuses to run as root: it is started as the
+    ``postgres`` user (``-u postgres``) with its files in a directory that user can read.
+    """
+
+    def __init__(self, databases: list[str], settings: dict[str, str], log_path: Path) -> None:
+        self.exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        self.databases, self.settings, self.log_path = databases, dict(settings), Path(log_path)
+        self.port = free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="sweeps-pgbouncer-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg2://{PG_USER}@{LOOPBACK}:{self.port}/{database}"
+
+    def admin_query(self, statement: str) -> list[dict[str, Any]]:
+        """Rows of a PgBouncer admin command (``SHOW POOLS``, ``SHOW STATS``) as dicts."""
+        import psycopg2
+
+        conn = psycopg2.connect(host=LOOPBACK, port=self.port, user=PG_USER, dbname="pgbouncer", connect_timeout=3)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                names = [d[0] for d in cur.description]
+                return [dict(zip(names, row)) for row in cur.fetchall()]
+        finally:
+            conn.close()
+
+    def start(self, timeout: float = 30.0) -> PgBouncer:
+        if not Path(self.exe).exists():
+            require_services("PgBouncer is not installed (Debian package pgbouncer; .ci/run installs it)")
+        _pg_admin("PgBouncer's server").close()
+        settings = {**self.settings, "listen_addr": LOOPBACK, "listen_port": str(self.port), "unix_socket_dir": "",
+                    "auth_type": "trust", "auth_file": str(self._dir / "users.txt"), "admin_users": PG_USER,
+                    "logfile": "", "pidfile": ""}
+        lines = ["[databases]", *[f"{name} = host={PG_HOST} port={PG_PORT} dbname={name}" for name in self.databases],
+                 "[pgbouncer]", *[f"{k} = {v}" for k, v in settings.items()]]
+        (self._dir / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
+        (self._dir / "users.txt").write_text(f'"{PG_USER}" ""\n')
+        for path in (self._dir, *self._dir.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen([self.exe, "-u", PG_USER, str(self._dir / "pgbouncer.ini")], stdout=log,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        _live_groups.add(self._proc.pid)
+        deadline = time.monotonic() + timeout
+        while not port_open(self.port, timeout=0.5):
+            if self._proc.poll() is not None or time.monotonic() >= deadline:
+                self.stop()
+                pytest.fail(f"pgbouncer on port {self.port} did not start; log:\n"
+                            f"{self.log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            _killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait(timeout=10)
+            _live_groups.discard(self._proc.pid)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> PgBouncer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def pgbouncer_settings(path: Path) -> dict[str, str]:
+    """The ``[pgbouncer]`` section of a PgBouncer ini file, as ``{key: value}`` (comments and blanks left out)."""
+    settings: dict[str, str] = {}
+    section = None
+    for raw in Path(path).read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith((";", "#")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif section == "pgbouncer" and "=" in line:
+            key, value = (part.strip() for part in line.split("=", 1))
+            settings[key] = value
+    return settings
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ The findings themselves are :mod:`nncore.diagnostics` (pure functions of a run's
 the study analysis is :mod:`nncore.lambda_scaling`. This module feeds them from what a sweep
 stored and puts their answers where people look:
 
-* at the end of every trial (:meth:`sweeps.objective.Objective`), its findings go to the trial's
+* at the end of every trial (:class:`sweeps.engine.objective.Objective`), its findings go to the trial's
   MLflow run: the artifact ``diagnosis.json`` (:func:`diagnosis_document`) and one tag per finding
   code, ``sweeps.finding.<code>`` = the finding's severity (:func:`finding_tags`), so the runs
   table can filter on them (``tags.`sweeps.finding.penalty_driven_growth` = 'warning'``);
@@ -16,7 +16,7 @@ stored and puts their answers where people look:
   :func:`explain_trial`): findings depend only on the records and the run's parameters, so they
   are the same numbers, and runs logged before diagnoses existed are explained too.
 
-The run's parameters come from the MLflow params every trial logs (:func:`sweeps.objective.trial_params`):
+The run's parameters come from the MLflow params every trial logs (:func:`sweeps.engine.objective.trial_params`):
 ``n_train``, ``n_eval``, ``batch_size``, ``eta``, ``lmbda``, ``convention``, ``penalty``,
 ``momentum``, ``sizes``, ``cost``, ``objective.metric``, ``objective.direction``.
 """
@@ -182,7 +182,7 @@ def explain_run(run: Any, table: Mapping[str, np.ndarray]) -> TrialExplanation:
 
 def study_scaling(trials: Sequence[TrialExplanation], *, maximize: bool) -> ScalingAnalysis | None:
     """:func:`nncore.lambda_scaling.lambda_scaling` over the COMPLETE trials with a penalty."""
-    done = [t for t in trials if t.state == "COMPLETE" and t.value is not None and t.facts.penalty != "none"]
+    done = [t for t in trials if t.state == names.STATE_COMPLETE and t.value is not None and t.facts.penalty != "none"]
     if not done:
         return None
     return lambda_scaling([t.facts.lmbda for t in done], [t.facts.convention for t in done],
@@ -200,7 +200,7 @@ def study_markdown(exp: StudyExplanation) -> str:
     counts = exp.code_counts()
     if counts:
         lines += ["", "| finding | trials |", "|---|---|", *[f"| `{c}` | {n} |" for c, n in counts.items()]]
-    complete = [t for t in exp.trials if t.state == "COMPLETE" and t.value is not None]
+    complete = [t for t in exp.trials if t.state == names.STATE_COMPLETE and t.value is not None]
     if complete and exp.objective:
         best = (max if exp.direction != "minimize" else min)(complete, key=lambda t: t.value)
         lines += ["", f"## The best trial ({best.trial}, {exp.objective} = {best.value:.4g})", ""]

@@ -1,6 +1,6 @@
 """``sweeps explain``: a study's or a trial's findings, printed for people (rich) or for scripts (JSON).
 
-The explanations come from :mod:`sweeps.diagnostics`; this module only renders them. A trial is
+The explanations come from :mod:`sweeps.analysis.diagnosis`; this module only renders them. A trial is
 shown as its findings, most severe first, each one sentence with the run's own numbers; a study
 as one line per finished trial (its codes), the findings of its best trial, and the lambda-scaling
 analysis when the study varied lambda with the batch size or the training-set size.
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nncore.diagnostics import SEVERITIES
+from sweeps import names
 from sweeps.analysis.diagnosis import StudyExplanation, TrialExplanation, worst
 
 #: How each severity is shown.
@@ -54,7 +55,7 @@ def render_study(exp: StudyExplanation, console: Console) -> None:
             table.add_row(str(t.trial), t.state, f"{t.value:.4g}" if t.value is not None else "-",
                           f"{t.facts.lmbda:g}", str(t.facts.batch_size), str(t.facts.n_train), text or "-")
         console.print(table)
-    complete = [t for t in exp.trials if t.state == "COMPLETE" and t.value is not None]
+    complete = [t for t in exp.trials if t.state == names.STATE_COMPLETE and t.value is not None]
     if complete:
         best = (max if exp.direction != "minimize" else min)(complete, key=lambda t: t.value)
         console.print()

@@ -17,10 +17,17 @@ from typing import Any
 
 import click
 
+from nncore.activations import ACTIVATIONS
+from nncore.costs import COSTS
 from nncore.datasets import DatasetError
+from nncore.regularizers import CONVENTIONS, PENALTIES
+from sweeps import names
 from sweeps.config import ConfigError, SweepConfig, load_config
+from sweeps.stores import HISTORY_METHODS, TRIAL_ARTIFACTS
 
 EXIT_NO_COMPLETE, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_WORKER_DIED, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+#: What ``trials`` and ``history`` write (``--format``).
+FORMATS = ("csv", "parquet", "json")
 
 storage_option = click.option("--storage", metavar="URL", default=None,
                               help="Optuna storage URL (default: $SWEEPS_STORAGE, the config's study.storage, "
@@ -104,7 +111,7 @@ def validate(config: str) -> None:
 @click.option("--new-study", is_flag=True,
               help="If a study of this name exists with another search space/objective, start '<name>-vN'.")
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow (Optuna only).")
-@click.option("--artifacts", type=click.Choice(["best", "complete", "all", "none"]), default=None,
+@click.option("--artifacts", type=click.Choice(TRIAL_ARTIFACTS), default=None,
               help="Per-trial artifacts: network files and diagnosis.json for every trial, and the loss/layer-norm "
                    "PNGs of the best trial drawn at the end (best; 'sweeps plots' draws more), of every completed "
                    "trial (complete) or of every trial (all); or nothing (none). "
@@ -134,8 +141,14 @@ def run(config: str, workers: int | None, n_trials: int | None, population: int 
     progress = None
     bar = None
     if not quiet:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -143,11 +156,12 @@ def run(config: str, workers: int | None, n_trials: int | None, population: int 
         task = bar.add_task(cfg.name, total=n_trials or cfg.study.n_trials, detail="starting")
 
         def progress(counts: dict[str, int], best: float | None, total: int) -> None:
-            done = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]  # retried (lost) trials not counted
+            ok, pruned, failed, running = (counts[k] for k in (names.STATE_COMPLETE, names.STATE_PRUNED,
+                                                                names.STATE_FAIL, names.STATE_RUNNING))
+            done = ok + pruned + failed  # retried (lost) trials not counted
             best_txt = f"best {best:.5g}" if best is not None else "best -"
             bar.update(task, completed=done, total=total,
-                       detail=f"ok {counts['COMPLETE']} pruned {counts['PRUNED']} failed {counts['FAIL']} "
-                              f"running {counts['RUNNING']} {best_txt}")
+                       detail=f"ok {ok} pruned {pruned} failed {failed} running {running} {best_txt}")
 
         bar.start()
         click.echo(f"study {cfg.name!r}: optuna {loc.storage}  mlflow {loc.tracking_uri if not no_tracking else 'off'}")
@@ -165,12 +179,14 @@ def run(config: str, workers: int | None, n_trials: int | None, population: int 
         if bar:
             bar.stop()
     c = summary.counts
-    line = (f"study {summary.study_name!r}: {c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, "
-            f"{c.get('FAIL', 0)} failed")
-    if c.get("RETRIED"):
-        line += f" ({c['RETRIED']} lost and retried)"
-    if c.get("WAITING"):
-        line += f", {c['WAITING']} waiting"
+    ok, pruned, failed, retried, waiting = (c.get(k, 0) for k in (names.STATE_COMPLETE, names.STATE_PRUNED,
+                                                                  names.STATE_FAIL, names.COUNT_RETRIED,
+                                                                  names.STATE_WAITING))
+    line = f"study {summary.study_name!r}: {ok} complete, {pruned} pruned, {failed} failed"
+    if retried:
+        line += f" ({retried} lost and retried)"
+    if waiting:
+        line += f", {waiting} waiting"
     if summary.best_value is not None:
         line += f"; best trial {summary.best_trial}: {cfg.objective.metric}={summary.best_value:.6g} " \
                 f"{json.dumps(summary.best_params)}"
@@ -187,7 +203,7 @@ def run(config: str, workers: int | None, n_trials: int | None, population: int 
     if summary.worker_deaths:
         click.echo(f"error: {'; '.join(summary.worker_deaths)}; its trial was failed and retried", err=True)
         sys.exit(EXIT_WORKER_DIED)
-    if c.get("COMPLETE", 0) == 0:
+    if ok == 0:
         sys.exit(EXIT_NO_COMPLETE)
     if not quiet and not no_tracking:
         click.echo(f"browse: sweeps ui {summary.study_name}{' --tracking-uri ' + tracking_uri if tracking_uri else ''}")
@@ -248,8 +264,8 @@ def _load_study(name: str, loc: Any) -> Any:
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        names = [s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)]
-        _fail(f"study {name!r} not found in {loc.storage}; studies there: {', '.join(names) or 'none'}")
+        there = [s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)]
+        _fail(f"study {name!r} not found in {loc.storage}; studies there: {', '.join(there) or 'none'}")
 
 
 @main.command()
@@ -274,13 +290,15 @@ def status(study: str | None, storage: str | None) -> None:
     if not summaries:
         click.echo(f"no studies in {loc.storage}")
         return
-    click.echo(f"{'study':30} {'direction':9} {'complete':>8} {'pruned':>7} {'failed':>7} {'running':>8} "
-               f"{'waiting':>8} {'retried':>8}  best")
+    columns = ((names.STATE_COMPLETE, "complete", 8), (names.STATE_PRUNED, "pruned", 7),
+               (names.STATE_FAIL, "failed", 7), (names.STATE_RUNNING, "running", 8),
+               (names.STATE_WAITING, "waiting", 8), (names.COUNT_RETRIED, "retried", 8))  # key, header, width
+    click.echo(f"{'study':30} {'direction':9} " + " ".join(f"{h:>{w}}" for _, h, w in columns) + "  best")
     for s in summaries:
         counts = counts_of(optuna.load_study(study_name=s.study_name, storage=st))
         best = f"{s.best_trial.value:.6g} (trial {s.best_trial.number})" if s.best_trial else "-"
-        click.echo(f"{s.study_name:30} {s.direction.name.lower():9} {counts['COMPLETE']:>8} {counts['PRUNED']:>7} "
-                   f"{counts['FAIL']:>7} {counts['RUNNING']:>8} {counts['WAITING']:>8} {counts['RETRIED']:>8}  {best}")
+        click.echo(f"{s.study_name:30} {s.direction.name.lower():9} "
+                   + " ".join(f"{counts[k]:>{w}}" for k, _, w in columns) + f"  {best}")
 
 
 @main.command()
@@ -297,7 +315,7 @@ def best(study: str, storage: str | None, as_json: bool) -> None:
         _fail(f"study {study!r} has no completed trial yet", EXIT_NO_COMPLETE)
         return
     out = {"study": study, "trial": t.number, "value": t.value, "params": t.params,
-           "mlflow_run_id": t.user_attrs.get("mlflow_run_id")}
+           "mlflow_run_id": t.user_attrs.get(names.TRIAL_RUN)}
     if as_json:
         click.echo(json.dumps(out))
     else:
@@ -322,11 +340,11 @@ def _write_frame(df: Any, output: str | None, fmt: str | None) -> None:
     elif fmt == "json":
         df.to_json(output, orient="records", lines=True, date_format="iso")
     else:
-        _fail(f"--format must be one of csv, parquet, json, got {fmt!r}")
+        _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     click.echo(f"wrote {len(df)} rows to {output}", err=True)
 
 
-format_option = click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "json"]), default=None,
+format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
                              help="Output format (default: from the file extension, else csv).")
 output_option = click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
                              help="Write to this file instead of standard output.")
@@ -357,7 +375,7 @@ def trials(study: str, storage: str | None, tracking_uri: str | None, mlflow_yml
 @mlflow_yml_option
 @click.option("-m", "--metric", "metrics", multiple=True, help="Metric key to export (repeatable; default all).")
 @click.option("--wide", is_flag=True, help="One row per (trial, epoch), one column per metric.")
-@click.option("--method", type=click.Choice(["auto", "sql", "http", "api"]), default="auto",
+@click.option("--method", type=click.Choice(HISTORY_METHODS), default="auto",
               help="How to read histories: the database (sql), the server's bulk route (http), or per run (api).")
 @click.option("--params", "with_params", is_flag=True,
               help="Add the trial's searched parameters as columns (eta, lmbda, ...; from the runs' MLflow params).")
@@ -384,7 +402,7 @@ def history(study: str, tracking_uri: str | None, mlflow_yml: str | None, metric
 @click.option("--trial", type=click.IntRange(min=0), default=None, help="Explain this trial (its number).")
 @click.option("--run", "run_id", metavar="RUN_ID", default=None, help="Explain this MLflow run of the study.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@click.option("--method", type=click.Choice(["auto", "sql", "http", "api"]), default="auto",
+@click.option("--method", type=click.Choice(HISTORY_METHODS), default="auto",
               help="How to read the history (as for 'history').")
 def explain(study: str, tracking_uri: str | None, mlflow_yml: str | None, trial: int | None, run_id: str | None,
             as_json: bool, method: str) -> None:
@@ -429,7 +447,7 @@ def explain(study: str, tracking_uri: str | None, mlflow_yml: str | None, trial:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Also write the PNGs to this folder (trial-NNNN-<name>.png).")
 @click.option("--no-log", is_flag=True, help="Do not add the PNGs to the trials' MLflow runs (needs --out).")
-@click.option("--method", type=click.Choice(["auto", "sql", "http", "api"]), default="auto",
+@click.option("--method", type=click.Choice(HISTORY_METHODS), default="auto",
               help="How to read the history (as for 'history').")
 def plots(study: str, tracking_uri: str | None, mlflow_yml: str | None, trials: tuple[int, ...], best: int | None,
           out_dir: str | None, no_log: bool, method: str) -> None:
@@ -512,10 +530,10 @@ def train(config: str, eta: float | None, lmbda: float | None, batch_size: int |
     if not quiet:
         click.echo(f"state {t.state.name}; {cfg.objective.metric} per epoch: "
                    + ", ".join(f"{v:.4g}" for _, v in sorted(t.intermediate_values.items())))
-    run_id = t.user_attrs.get("mlflow_run_id")
-    final = f"{cfg.objective.metric}={t.value:.6g}" if t.value is not None else t.user_attrs.get("reason", "")
+    run_id = t.user_attrs.get(names.TRIAL_RUN)
+    final = f"{cfg.objective.metric}={t.value:.6g}" if t.value is not None else t.user_attrs.get(names.TRIAL_REASON, "")
     click.echo(f"{t.state.name}: {final}" + (f" (mlflow run {run_id})" if run_id else ""))
-    if t.state.name != "COMPLETE":
+    if t.state.name != names.STATE_COMPLETE:
         sys.exit(EXIT_NO_COMPLETE)
 
 
@@ -523,13 +541,11 @@ def train(config: str, eta: float | None, lmbda: float | None, batch_size: int |
 @click.option("--sizes", default="8,6,4", show_default=True,
               help="ALL layer sizes, input to output, comma-separated (as `python -m nncore --sizes`; "
                    "its --hidden gives the hidden layers only).")
-@click.option("--cost", type=click.Choice(["quadratic", "cross_entropy", "log_likelihood"]), default="cross_entropy",
-              show_default=True)
-@click.option("--activation", type=click.Choice(["sigmoid", "tanh", "relu"]), default="sigmoid", show_default=True)
-@click.option("--penalty", type=click.Choice(["none", "l2", "l1"]), default="l2", show_default=True)
+@click.option("--cost", type=click.Choice(COSTS), default="cross_entropy", show_default=True)
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default="sigmoid", show_default=True)
+@click.option("--penalty", type=click.Choice(PENALTIES), default="l2", show_default=True)
 @click.option("--lmbda", type=float, default=1.0, show_default=True)
-@click.option("--convention", type=click.Choice(["dataset", "per_batch", "decoupled"]), default="dataset",
-              show_default=True)
+@click.option("--convention", type=click.Choice(CONVENTIONS), default="dataset", show_default=True)
 @click.option("--samples", type=int, default=5, show_default=True, help="Rows in the checked batch.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tolerance", type=float, default=1e-6, show_default=True, help="Exit 1 above this error.")

@@ -1,6 +1,6 @@
 """The MLflow UI of a sweep: the links to its runs tables, and the server's lifetime in a process group of its own.
 
-``sweeps ui`` (:mod:`sweeps.cli`) starts ``mlflow server`` on the configured store and prints, first,
+``sweeps ui`` (:mod:`sweeps.cli.commands`) starts ``mlflow server`` on the configured store and prints, first,
 the link to each sweeps experiment's runs table (:func:`runs_table_url`, :func:`study_experiments`);
 :func:`serve_in_own_group` then runs the server until it exits or a signal arrives.
 """
@@ -77,7 +77,7 @@ def echo_links(base_url: str, tracking_uri: str, experiment_prefix: str, study: 
 
 def server_command(loc: Any, host: str, port: int) -> tuple[list[str], dict[str, str], str]:
     """``(command, environment, base URL)`` of ``mlflow server`` on the store of ``loc`` (a
-    :class:`~sweeps.storage.Locations`); FileNotFoundError when no ``mlflow`` executable is found."""
+    :class:`~sweeps.stores.Locations`); FileNotFoundError when no ``mlflow`` executable is found."""
     beside = Path(sys.executable).with_name("mlflow")  # the MLflow of this environment first
     exe = str(beside) if beside.exists() else shutil.which("mlflow")
     if exe is None:

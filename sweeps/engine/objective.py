@@ -1,20 +1,6 @@
 """The Optuna objective: one trial = one nncore training, every epoch logged and reported.
 
-Trial outcomes (Optuna state / MLflow status / ``reason``):
-
-* finished all epochs (or stopped early by nncore's early stopping): COMPLETE / FINISHED;
-  the value is the objective metric of the last epoch;
-* stopped by the pruner: PRUNED / KILLED, ``pruned at epoch k (<metric>=<value>)``;
-* diverged (NaN/inf loss or weights): **PRUNED** / KILLED, ``diverged: ...``. Pruned rather
-  than failed so that the samplers (TPE) learn that the region is bad; failed trials are
-  ignored by them;
-* any other exception: FAIL / FAILED, ``<ExceptionType>: message``; the sweep goes on;
-* interrupted (SIGINT/SIGTERM): FAIL / KILLED, ``interrupted``;
-* the tracking store did not take the run within the outage limit: FAIL, ``lost: tracking
-  unavailable: ...`` (:class:`TrackingLost`; the worker's repair retries such trials);
-* the trial was failed elsewhere while this process was not heard from (stopped past the heartbeat
-  grace): its run ends KILLED, ``abandoned: ...``, and :class:`TrialAbandoned` tells the worker to
-  drop the trial (the study already retried it).
+How a trial can end (Optuna state, MLflow run status, ``reason``) is :mod:`sweeps.engine.outcome`.
 
 A completed trial's ``reason`` says how it ended: ``completed: 15 epochs`` (or ``early_stopping``,
 ``schedule_floor`` after ``completed:``).
@@ -37,18 +23,17 @@ Each trial's initial weights derive from ``SeedSequence([seed, trial.number])``;
 (``training.batch_order``) from ``SeedSequence([seed, 0xBA7C])`` (``common``: epoch e has the same
 permutation in every trial) or from the trial's own sequence (``per_trial``). So the same config and
 seed give the same metrics whatever worker runs the trial, alone or in a population
-(:meth:`Objective.population`: several claimed trials trained with ``nncore.train_population``,
+(:mod:`sweeps.engine.population`: several claimed trials trained with ``nncore.train_population``,
 through the same phases as one trial).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import logging
-import os
-import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,37 +42,21 @@ import optuna
 
 import nncore
 from nncore.datasets import Dataset
-from nncore.population import population_key
 from nncore.regularizers import convert_lambda, decay_rate
 from sweeps import names
-from sweeps.study import space
 from sweeps.config import SweepConfig
 from sweeps.engine.data import trial_data
-from sweeps.stores import TrackingUnavailable
-from sweeps.tracking.tracker import Tracker, package_versions
+from sweeps.engine.outcome import Interrupted, Kind, TrialEnd, abandoned, end_of, reason_of, tracking_lost
+from sweeps.stores import DEFAULT_TRIAL_ARTIFACTS, TRIAL_ARTIFACTS, TrackingUnavailable
+from sweeps.study import space
+from sweeps.study.storage import StorageUnavailable
+from sweeps.tracking.tracker import Tracker, is_transient, package_versions
 
 _log = logging.getLogger("sweeps.objective")
-
-# Earlier spellings (the names live in sweeps.names).
-STUDY_ATTR_FINGERPRINT, STUDY_ATTR_PARENT_RUN = names.STUDY_FINGERPRINT, names.STUDY_PARENT_RUN
-TRIAL_ATTR_RUN, TRIAL_ATTR_REASON, TRIAL_ATTR_WORKER = names.TRIAL_RUN, names.TRIAL_REASON, names.TRIAL_WORKER
-
 
 #: Mixed into the study seed for the ``common`` batch order: ``SeedSequence([seed, 0xBA7C])`` draws epoch e's
 #: permutation for every trial (a trial's own streams come from ``SeedSequence([seed, trial number])``).
 BATCH_ORDER_STREAM = 0xBA7C
-
-
-class Interrupted(KeyboardInterrupt):
-    """Raised inside a running trial when the worker receives SIGINT or SIGTERM."""
-
-
-class TrialAbandoned(Exception):
-    """The trial was failed elsewhere (stale heartbeat) while this process ran it: drop it, tell nothing."""
-
-
-class TrackingLost(Exception):
-    """The trial's MLflow run could not be created or delivered within the outage limit."""
 
 
 def lmbda_equivalents_exact(n_train: int, batch_size: int) -> bool:
@@ -142,23 +111,6 @@ def monitor_mode(direction: str) -> str:
     return modes[direction]
 
 
-def final_value(history: list[dict[str, float]], metric: str) -> float:
-    """The objective value of a finished training: ``metric`` at the last epoch (epoch 0 never counts).
-
-    ``history`` holds epochs 1, 2, ...; ValueError when it is empty or its last epoch lacks ``metric``.
-    """
-    if not history:
-        raise ValueError(f"no epoch was trained, so there is no value of {metric!r}")
-    if metric not in history[-1]:
-        raise ValueError(f"the last epoch's record has no value of {metric!r} (undefined for this run)")
-    return history[-1][metric]
-
-
-def _reason_of(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 @dataclasses.dataclass(eq=False)
 class TrialRun:
     """One trial while it runs: its settings, data, params, MLflow run, network and what it logged."""
@@ -180,56 +132,63 @@ class TrialRun:
 
 
 class Objective:
-    """Callable objective bound to a config, a loaded data set and (optionally) a tracker."""
+    """One trial at a time (:meth:`run`), bound to a config, a loaded data set and (optionally) a tracker.
+
+    Also an Optuna objective (``study.optimize(objective)``: :meth:`__call__`); populations of trials go
+    through the same phases (:mod:`sweeps.engine.population`).
+    """
 
     def __init__(self, cfg: SweepConfig, data: Dataset, tracker: Tracker | None, parent_run_id: str | None, *,
-                 artifacts: str = "best", interrupt_flag: Callable[[], bool] = lambda: False,
+                 artifacts: str = DEFAULT_TRIAL_ARTIFACTS, interrupt_flag: Callable[[], bool] = lambda: False,
                  names_worker: bool = True) -> None:
         self.cfg = cfg
         self.data = data
         self.tracker = tracker
         self.parent_run_id = parent_run_id
-        from sweeps.stores import TRIAL_ARTIFACTS
-
         if artifacts not in TRIAL_ARTIFACTS:
             raise ValueError(f"artifacts must be one of {list(TRIAL_ARTIFACTS)}, got {artifacts!r}")
         self.artifacts = artifacts
         self.interrupt_flag = interrupt_flag
-        self.names_worker = names_worker  # False when the caller (sweeps.worker) has set ``worker`` already
+        self.names_worker = names_worker  # False when the caller (the worker) has set ``worker`` already
         self.in_trial = False
         #: True only while nncore computes (no storage or MLflow call in progress): a signal handler
         #: may raise :class:`Interrupted` right away only then. Otherwise the flag is checked at the
         #: end of the epoch, after its I/O (an exception raised inside a SQLite commit left the
         #: database locked for the other workers and the run RUNNING/FAILED instead of KILLED).
+        #: Set only through :meth:`interruptible_while`.
         self.interruptible = False
 
+    @contextlib.contextmanager
+    def interruptible_while(self, computing: bool) -> Iterator[None]:
+        """Inside the block a signal may interrupt at once (``computing``: nncore runs) or only after the epoch's
+        I/O (``computing=False``: a storage or MLflow call); the previous setting is restored after it."""
+        before, self.interruptible = self.interruptible, computing
+        try:
+            yield
+        finally:
+            self.interruptible = before
+
     def __call__(self, trial: optuna.Trial) -> float:
+        """As an Optuna objective: the trial's value, or the exception that tells its state (:meth:`run`)."""
+        return self.run(trial).for_optuna()
+
+    def run(self, trial: optuna.Trial) -> TrialEnd:
+        """Run one claimed trial to its end: begin (settings, params, MLflow run), train, conclude.
+
+        Never raises for the trial's own end (a failure, a signal, a lost tracking store: all in the
+        :class:`TrialEnd`); :class:`~sweeps.study.storage.StorageUnavailable` ends the worker, not the trial,
+        and propagates.
+        """
         self.in_trial = True
         try:
             if self.interrupt_flag():
-                trial.set_user_attr(TRIAL_ATTR_REASON, "interrupted before the trial started")
-                raise Interrupted("interrupted before the trial started")
-            return self._run(trial)
+                return self.record(trial, TrialEnd(Kind.INTERRUPTED, "interrupted before the trial started"))
+            member = self.begin(trial)
+            if isinstance(member, TrialEnd):
+                return self.record(trial, member)
+            return self.conclude(member, self.train(member))
         finally:
             self.in_trial = False
-
-    def _run(self, trial: optuna.Trial) -> float:
-        """The single-trial path: the phases below around one ``nncore.train``."""
-        member = self.begin(trial)
-        try:
-            self.setup(member)
-            if self.interrupt_flag():
-                raise Interrupted("signal received before training started")
-            self.interruptible = True
-            try:
-                outcome: Any = nncore.train(member.net, member.data.train.X, member.data.train.Y, member.train_cfg,
-                                            eval_data=member.eval_data, rng=self.batch_rng(trial.number),
-                                            callbacks=[self.epoch_callback(member, lambda epoch: trial.should_prune())])
-            finally:
-                self.interruptible = False
-        except (Exception, KeyboardInterrupt) as exc:
-            outcome = exc
-        return self.conclude(member, outcome)
 
     # -- the phases of one trial, shared by the single path and populations ---------------------
 
@@ -239,42 +198,56 @@ class Objective:
             return np.random.default_rng(np.random.SeedSequence([self.cfg.seed, BATCH_ORDER_STREAM]))
         return np.random.default_rng(np.random.SeedSequence([self.cfg.seed, trial_number]).spawn(2)[1])
 
-    def begin(self, trial: optuna.Trial) -> "TrialRun":
-        """Suggest the trial's settings, build its params and start its MLflow run (raises as the trial's end)."""
+    def begin(self, trial: optuna.Trial) -> "TrialRun | TrialEnd":
+        """Suggest the trial's settings, build its params and start its MLflow run; or the trial's end if one of
+        these fails (its reason not yet recorded: :meth:`record`)."""
         cfg = self.cfg
         if self.names_worker:
-            trial.set_user_attr(TRIAL_ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
+            trial.set_user_attr(names.TRIAL_WORKER, names.worker_name())
         try:
             settings = space.suggest(trial, cfg)
-        except optuna.exceptions.UpdateFinishedTrialError as exc:
-            raise TrialAbandoned(f"trial {trial.number} was ended elsewhere before it started: {exc}") from exc
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return abandoned(trial.number)
         try:
             data = trial_data(self.data, int(settings["n_train"]))
             params = trial_params(cfg, settings, data, trial.number)
-        except Exception as exc:
-            trial.set_user_attr(TRIAL_ATTR_REASON, _reason_of(exc))
-            raise
+        except Exception as exc:  # noqa: BLE001 - the trial's end
+            return end_of(exc, [], cfg.objective.metric, number=trial.number)
         run_id = None
         if self.tracker is not None:
             try:
                 run_id = self.tracker.start_trial(self.parent_run_id or "", cfg.name, trial.number, params,
                                                   should_stop=self.interrupt_flag)
             except TrackingUnavailable as exc:
-                reason = f"{names.REASON_LOST_TRACKING}: {exc}"
-                trial.set_user_attr(TRIAL_ATTR_REASON, reason)
-                raise TrackingLost(reason) from exc
-            except Exception as exc:
-                trial.set_user_attr(TRIAL_ATTR_REASON, f"MLflow: could not start the trial's run: {_reason_of(exc)}")
-                raise
+                return tracking_lost(str(exc), exc)
+            except Exception as exc:  # noqa: BLE001 - the trial's end
+                return TrialEnd(Kind.FAILED, f"MLflow: could not start the trial's run: {reason_of(exc)}", error=exc)
             except KeyboardInterrupt as exc:  # the run may exist: the launcher's repair closes it (by its tag)
-                trial.set_user_attr(TRIAL_ATTR_REASON, f"interrupted ({exc}) before training started")
-                raise
+                return TrialEnd(Kind.INTERRUPTED, f"{names.REASON_INTERRUPTED} ({exc}) before training started",
+                                error=exc)
             try:
-                trial.set_user_attr(TRIAL_ATTR_RUN, run_id)
-            except optuna.exceptions.UpdateFinishedTrialError as exc:
-                self._abandon(trial, run_id, [])
-                raise TrialAbandoned(str(exc)) from exc
+                trial.set_user_attr(names.TRIAL_RUN, run_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                end = abandoned(trial.number)
+                self.end_run(run_id, end)
+                return end
         return TrialRun(trial, settings, data, params, run_id)
+
+    def train(self, member: "TrialRun") -> Any:
+        """The single-trial training: :meth:`setup`, then ``nncore.train`` with :meth:`epoch_callback`; return its
+        ``TrainResult`` or the exception that ended it (a lost storage propagates)."""
+        try:
+            self.setup(member)
+            if self.interrupt_flag():
+                raise Interrupted("signal received before training started")
+            with self.interruptible_while(computing=True):
+                return nncore.train(member.net, member.data.train.X, member.data.train.Y, member.train_cfg,
+                                    eval_data=member.eval_data, rng=self.batch_rng(member.trial.number),
+                                    callbacks=[self.epoch_callback(member, lambda epoch: member.trial.should_prune())])
+        except StorageUnavailable:
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            return exc
 
     def setup(self, member: "TrialRun") -> None:
         """The trial's network (initial weights from ``(seed, trial number)``) and TrainConfig; raises to end it."""
@@ -307,200 +280,75 @@ class Objective:
             values = record.to_metrics()
             member.logged.append(values)
             member.steps.append(record.epoch)
-            self.interruptible = False
-            if member.run_id is not None:
-                self.tracker.log_epoch(member.run_id, values, record.epoch)  # type: ignore[union-attr]
-            if record.epoch > 0:  # epoch 0 (the initial network) goes to MLflow only
-                member.history.append(values)
-                if metric in values:  # an undefined value (None) is left out of to_metrics()
-                    report(values[metric], record.epoch)
-                if self._pruner_may_act(record.epoch) and should_prune(record.epoch):
-                    raise optuna.TrialPruned(f"pruned at epoch {record.epoch} "
-                                             f"({metric}={values.get(metric, float('nan')):.6g})")
-            if self.interrupt_flag():
-                raise Interrupted(f"signal received, stopped after epoch {record.epoch}")
-            self.interruptible = True
+            with self.interruptible_while(computing=False):
+                if member.run_id is not None:
+                    self.tracker.log_epoch(member.run_id, values, record.epoch)  # type: ignore[union-attr]
+                if record.epoch > 0:  # epoch 0 (the initial network) goes to MLflow only
+                    member.history.append(values)
+                    if metric in values:  # an undefined value (None) is left out of to_metrics()
+                        report(values[metric], record.epoch)
+                    if self._pruner_may_act(record.epoch) and should_prune(record.epoch):
+                        raise optuna.TrialPruned(f"pruned at epoch {record.epoch} "
+                                                 f"({metric}={values.get(metric, float('nan')):.6g})")
+                if self.interrupt_flag():
+                    raise Interrupted(f"signal received, stopped after epoch {record.epoch}")
 
         return on_epoch
 
-    def conclude(self, member: "TrialRun", outcome: Any) -> float:
-        """End the trial from its training's outcome (a ``TrainResult`` or the exception that ended it): its
-        reason, artifacts and run end; return its value, or raise what the worker tells the study
-        (``TrialPruned``, the exception, ``KeyboardInterrupt``, :class:`TrialAbandoned`, :class:`TrackingLost`)."""
-        trial, run_id, history = member.trial, member.run_id, member.history
-        net = member.net
-        value: float | None = None
-        status: str | None = None
-        to_raise: BaseException | None = None
+    def conclude(self, member: "TrialRun", result: Any) -> TrialEnd:
+        """End a trial from what its training produced (a ``TrainResult`` or the exception that ended it): its end
+        (:func:`~sweeps.engine.outcome.end_of`), recorded on the trial with its artifacts and its run's end.
+
+        A lost storage propagates (it ends the worker). The end becomes ``abandoned`` when the trial was failed
+        elsewhere meanwhile, and ``tracking`` when its run could not be delivered within the outage limit."""
+        if isinstance(result, StorageUnavailable):
+            raise result
+        trial = member.trial
+        end = end_of(result, member.history, self.cfg.objective.metric, number=trial.number)
+        if end.kind == Kind.ABANDONED:
+            self.end_run(member.run_id, end)
+            return end
+        if isinstance(result, nncore.DivergenceError) and result.record is not None and member.run_id is not None:
+            self.tracker.log_epoch(member.run_id, result.record.to_metrics(), result.record.epoch)  # type: ignore[union-attr]
         try:
-            if isinstance(outcome, BaseException):
-                raise outcome
-            value = final_value(history, self.cfg.objective.metric)
-            trial.set_user_attr(names.TRIAL_STOP_REASON, outcome.stop_reason)
-            trial.set_user_attr(names.TRIAL_EPOCHS_RUN, len(history))
-            state, reason = "COMPLETE", f"completed: {len(history)} epochs ({outcome.stop_reason})"
-        except optuna.exceptions.UpdateFinishedTrialError as exc:
-            self._abandon(trial, run_id, history)
-            raise TrialAbandoned(str(exc)) from exc
-        except optuna.TrialPruned as exc:
-            state, reason, to_raise = "PRUNED", str(exc), exc
-        except nncore.DivergenceError as exc:
-            if exc.record is not None and run_id is not None:
-                self.tracker.log_epoch(run_id, exc.record.to_metrics(), exc.record.epoch)  # type: ignore[union-attr]
-            state, reason, net = "PRUNED", f"diverged: {exc}", None
-            to_raise = optuna.TrialPruned(reason)
-            to_raise.__cause__ = exc
-        except Exception as exc:
-            state, reason, net, to_raise = "FAIL", _reason_of(exc), None, exc
-        except KeyboardInterrupt as exc:
-            state, net, to_raise, status = "FAIL", None, exc, "KILLED"
-            reason = f"interrupted ({exc})" if str(exc) else "interrupted"
+            if end.kind == Kind.COMPLETE:
+                trial.set_user_attr(names.TRIAL_STOP_REASON, result.stop_reason)
+                trial.set_user_attr(names.TRIAL_EPOCHS_RUN, len(member.history))
+            trial.set_user_attr(names.TRIAL_REASON, end.reason)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            end = abandoned(trial.number)
+            self.end_run(member.run_id, end)
+            return end
         try:
-            trial.set_user_attr(TRIAL_ATTR_REASON, reason)
-        except optuna.exceptions.UpdateFinishedTrialError as exc:
-            self._abandon(trial, run_id, history)
-            raise TrialAbandoned(str(exc)) from exc
-        try:
-            self._finish(trial, run_id, state, reason, net, member.logged, member.params, status=status,
-                         epochs=member.steps)
+            self._finish(member, end)
         except TrackingUnavailable as exc:
-            lost = f"{names.REASON_LOST_TRACKING}: the run's data could not be delivered ({exc})"
-            trial.set_user_attr(TRIAL_ATTR_REASON, lost)
-            raise TrackingLost(lost) from exc
-        if to_raise is not None:
-            raise to_raise
-        assert value is not None
-        return value
+            end = tracking_lost(f"the run's data could not be delivered ({exc})", exc)
+            return self.record(trial, end)
+        return end
 
-    # -- populations ------------------------------------------------------------------------------
-
-    def population(self, trials: list[optuna.Trial], tell: Callable[[optuna.Trial, Any], Any], storage: Any) -> None:
-        """Run claimed ``trials`` as populations, telling each trial's outcome as soon as it ends.
-
-        ``storage``: the study's storage (the pruner's snapshot reads and writes through it).
-        ``tell(trial, outcome)``: ``outcome`` is the trial's value or the exception the single path raises for
-        it; it returns the told ``FrozenTrial`` (or None). Members are grouped by structure
-        (:func:`nncore.population.population_key` and their training rows); each group trains with
-        :func:`nncore.train_population` in the common batch order, every member through the same phases as a
-        single trial (:meth:`begin`, :meth:`setup`, :meth:`epoch_callback`, :meth:`conclude`). The pruner is
-        asked through :class:`sweeps.pruning.PopulationPruner` (at most one study read per population epoch and
-        per second); members report through :class:`sweeps.reports.ReportBuffer` (batched writes).
-
-        ``KeyboardInterrupt`` (a signal) ends every trial not yet told FAIL "interrupted ..." (runs KILLED),
-        then propagates; so does an exception of ``tell`` (e.g. the storage lost), leaving the untold trials
-        to the repair passes.
-        """
-        from sweeps.engine.pruning import PopulationPruner
-        from sweeps.engine.reports import ReportBuffer
-
-        self.in_trial = True
-        pruner = PopulationPruner(trials[0].study, storage)
-        reports = ReportBuffer(storage, pruner.study_id)
-        members: dict[int, TrialRun] = {}
-        told: set[int] = set()
-
-        def settle(trial: optuna.Trial, run: Callable[[], float]) -> None:
-            reports.flush()  # every member's values are in the study before any tell
-            try:
-                outcome: Any = run()
-            except (Exception, KeyboardInterrupt) as exc:
-                outcome = exc
-            told.add(trial.number)
-            frozen = tell(trial, outcome)
-            if frozen is not None:
-                pruner.told(frozen)
-
-        def not_started(trial: optuna.Trial) -> float:
-            trial.set_user_attr(TRIAL_ATTR_REASON, "interrupted before the trial started")
-            raise Interrupted("interrupted before the trial started")
-
+    def record(self, trial: optuna.Trial, end: TrialEnd) -> TrialEnd:
+        """Record ``end``'s reason on the trial (nothing for ``abandoned``); ``abandoned`` if it ended elsewhere."""
+        if end.kind == Kind.ABANDONED:
+            return end
         try:
-            for trial in trials:  # settings, params and MLflow run of every member, one after the other
-                if self.interrupt_flag():
-                    raise Interrupted("interrupted before the trial started")
-                try:
-                    member = self.begin(trial)
-                except (Exception, KeyboardInterrupt) as exc:
-                    told.add(trial.number)
-                    frozen = tell(trial, exc)
-                    if frozen is not None:
-                        pruner.told(frozen)
-                    if isinstance(exc, KeyboardInterrupt):
-                        raise
-                    continue
-                members[trial.number] = member
-                try:
-                    self.setup(member)
-                except Exception as exc:  # noqa: BLE001 - the member's end, as in the single path
-                    settle(trial, functools.partial(self.conclude, member, exc))
-            groups: dict[tuple, list[TrialRun]] = {}
-            for number, member in members.items():
-                if number not in told:
-                    key = (population_key(member.net, member.train_cfg), member.data.train.n)
-                    groups.setdefault(key, []).append(member)
-            for group in groups.values():
-                self._train_group(group, pruner, reports, settle)
-        except KeyboardInterrupt as exc:
-            self.interruptible = False
-            for trial in trials:
-                if trial.number not in told:
-                    member = members.get(trial.number)
-                    settle(trial, functools.partial(self.conclude, member, exc) if member is not None
-                           else functools.partial(not_started, trial))
-            raise
-        finally:
-            self.interruptible = False
-            self.in_trial = False
+            trial.set_user_attr(names.TRIAL_REASON, end.reason)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return abandoned(trial.number)
+        return end
 
-    def _train_group(self, group: list["TrialRun"], pruner: Any, reports: Any, settle: Callable[..., None]) -> None:
-        """Train one group (one structure) as a population; ``settle`` ends and tells each member as it ends.
-
-        Members report into ``reports`` (a :class:`sweeps.reports.ReportBuffer`, written in batches) and ``pruner``'s
-        snapshot; a member whose values the study refused (its trial finished elsewhere) ends with that error."""
-        callbacks = [[self.epoch_callback(m, functools.partial(self._population_prune, pruner, m.trial),
-                                          functools.partial(self._population_report, reports, pruner, m.trial))]
-                     for m in group]
-
-        def on_end(i: int, result: Any) -> None:
-            self.interruptible = False
-            reports.flush()
-            refused = reports.error_of(group[i].trial.number)
-            if refused is not None and not isinstance(result, KeyboardInterrupt):
-                result = refused  # as trial.report would have raised it during the training
+    def end_run(self, run_id: str | None, end: TrialEnd) -> None:
+        """End a trial's MLflow run with ``end``'s state, reason and status; ``abandoned`` runs get one try (a
+        store that does not answer keeps them queued: later tries or the launcher's repair close them)."""
+        if run_id is None or self.tracker is None:
+            return
+        state = end.state or names.STATE_FAIL
+        if end.kind == Kind.ABANDONED:
             try:
-                settle(group[i].trial, functools.partial(self.conclude, group[i], result))
-            finally:
-                self.interruptible = True
-
-        first = group[0]
-        if self.interrupt_flag():
-            raise Interrupted("signal received before training started")
-        self.interruptible = True
-        try:
-            nncore.train_population([m.net for m in group], first.data.train.X, first.data.train.Y,
-                                    [m.train_cfg for m in group], eval_data=first.eval_data,
-                                    rng=self.batch_rng(first.trial.number), callbacks=callbacks, on_end=on_end)
-        finally:
-            self.interruptible = False
-
-    @staticmethod
-    def _population_prune(pruner: Any, trial: optuna.Trial, epoch: int) -> bool:
-        return pruner.should_prune(trial, epoch)
-
-    @staticmethod
-    def _population_report(reports: Any, pruner: Any, trial: optuna.Trial, value: float, epoch: int) -> None:
-        reports.add(trial, value, epoch)
-        pruner.report(trial, value, epoch)
-
-    def _abandon(self, trial: optuna.Trial, run_id: str | None, history: list[dict[str, float]]) -> None:
-        """The trial was failed elsewhere (and retried): end its run KILLED with the reason, keep its epochs."""
-        reason = (f"{names.REASON_ABANDONED}: trial {trial.number} was failed while this worker was not heard from "
-                  f"(no heartbeat for longer than the grace period, e.g. a stopped process); the study retried it")
-        if run_id is not None and self.tracker is not None:
-            try:
-                self.tracker.finish(run_id, "FAIL", reason, status="KILLED", should_stop=lambda: True)
+                self.tracker.finish(run_id, state, end.reason, status=end.run_status, should_stop=lambda: True)
             except TrackingUnavailable:
-                pass  # stays queued: later tries or the launcher's repair close it
+                pass
+            return
+        self.tracker.finish(run_id, state, end.reason, status=end.run_status, should_stop=self.interrupt_flag)
 
     def _pruner_may_act(self, epoch: int) -> bool:
         """False where the configured pruner is certain to answer "continue" (no storage read needed).
@@ -517,39 +365,34 @@ class Objective:
             return epoch >= int(pruner.options.get("n_warmup_steps", 0))
         return True
 
-    def _finish(self, trial: optuna.Trial, run_id: str | None, state: str, reason: str, net: Any,
-                history: list[dict[str, float]], params: dict[str, Any], status: str | None = None,
-                epochs: list[int] | None = None) -> None:
-        """Log the trial's artifacts, then end its run with the state and reason (through an outage).
+    def _finish(self, member: "TrialRun", end: TrialEnd) -> None:
+        """Log the trial's artifacts, then end its run (:meth:`end_run`, through an outage).
 
-        ``history``: every logged record (epoch 0 included), ``epochs`` their epoch numbers.
+        Artifacts and the diagnosis for trials told COMPLETE or PRUNED with a history: the network files when the
+        training was kept (:attr:`TrialEnd.keeps_network`), PNGs as ``trial_artifacts`` says.
         """
-        if run_id is None or self.tracker is None:
+        if member.run_id is None or self.tracker is None:
             return
-        from sweeps.analysis.diagnosis import diagnose_trial
+        from sweeps.analysis.diagnosis import diagnose_trial, finding_tags
         from sweeps.tracking import files as trial_files
 
-        diagnosis = diagnose_trial(trial.number, history, epochs, params) if state != "FAIL" and history \
-            else None
+        told_fail = end.state == names.STATE_FAIL
+        history, epochs, run_id = member.logged, member.steps, member.run_id
+        diagnosis = diagnose_trial(member.trial.number, history, epochs, member.params) \
+            if not told_fail and history else None
         if diagnosis is not None:
-            from sweeps.analysis.diagnosis import finding_tags
-
             self.tracker.queue_tags(run_id, finding_tags(diagnosis[1]))  # delivered with the run's end
         try:
-            if self.artifacts != "none" and history and state != "FAIL":
-                # ``best``: the launcher draws the best trials' PNGs at the end (sweeps.trial_plots)
-                plots = self.artifacts == "all" or (self.artifacts == "complete" and state == "COMPLETE")
+            if self.artifacts != "none" and history and not told_fail:
+                # ``best``: the launcher draws the best trials' PNGs at the end (sweeps.report.trial_plots)
+                plots = self.artifacts == "all" or (self.artifacts == "complete" and end.kind == Kind.COMPLETE)
+                net = member.net if end.keeps_network else None
                 with tempfile.TemporaryDirectory() as tmp:  # the trial's files, sent in one call
-                    if trial_files.write(Path(tmp), net, history, params, plots=plots, epochs=epochs,
+                    if trial_files.write(Path(tmp), net, history, member.params, plots=plots, epochs=epochs,
                                          diagnosis=diagnosis[0] if diagnosis is not None else None):
                         self.tracker.log_artifacts(run_id, tmp)
         except Exception as exc:  # noqa: BLE001 - an artifact store failure does not undo the training
-            from sweeps.tracking.tracker import is_transient
-
             if not is_transient(exc):
                 raise
         finally:
-            from sweeps.names import run_status
-
-            self.tracker.finish(run_id, state, reason, status=status or run_status(state, reason),
-                                should_stop=self.interrupt_flag)
+            self.end_run(run_id, end)

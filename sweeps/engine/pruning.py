@@ -11,8 +11,8 @@ halving's rungs, written through to the storage and into the snapshot). So a dec
 ``trial.should_prune()`` would make at the same moment, except for what *other* processes changed
 since the snapshot (at most ~1 s old; Optuna's pruners compare with finished trials, so a trial another
 worker finished in that second is left out of one decision). The members' values reach the storage in
-batches (:mod:`sweeps.reports`), which the pruner does not wait for.
-``tests/sweeps/test_pruning.py`` checks decision by decision against ``trial.should_prune()``.
+batches (:mod:`sweeps.engine.reports`), which the pruner does not wait for.
+``tests/sweeps/engine/test_pruning.py`` checks decision by decision against ``trial.should_prune()``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from typing import Any, Callable, Container
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from sweeps import compat
 
 #: Seconds between two reads of the study by a population's pruner (at most one read per population epoch as
 #: well). A read of a SQLite study of ~100 trials took ~30 ms, and a digits population's epoch ~50 ms.
@@ -88,7 +90,9 @@ class _SnapshotStorage:
 class PopulationPruner:
     """``should_prune(trial)`` for the running members of a population, served from one snapshot per epoch.
 
-    ``storage`` is the study's storage (the one the worker opened it with); only Optuna's public API is used.
+    ``storage`` is the study's storage (the one the worker opened it with). The view is an ``optuna.Study`` over
+    the snapshot (:func:`sweeps.compat.snapshot_study`); on an Optuna where that does not hold, the pruner asks
+    the study itself, one study read per decision (as ``trial.should_prune()``), with the members' values mirrored.
     """
 
     def __init__(self, study: optuna.Study, storage: Any, refresh_s: float | None = None,
@@ -96,7 +100,8 @@ class PopulationPruner:
         self.study = study
         study_id = storage.get_study_id_from_name(study.study_name)
         self._view = _SnapshotStorage(storage, study_id, list(study.directions))
-        self.view = optuna.Study(study.study_name, storage=self._view, sampler=study.sampler, pruner=study.pruner)
+        self.view = compat.snapshot_study(study.study_name, self._view, study.sampler, study.pruner)
+        self._ids: dict[int, int] = {}  # trial number -> trial id (without the view only)
         self._members: dict[int, FrozenTrial] = {}  # trial number -> this process' copy of a running member
         self._epoch: int | None = None
         self.refresh_s = REFRESH_S if refresh_s is None else refresh_s
@@ -151,6 +156,13 @@ class PopulationPruner:
         """The study pruner's decision for ``trial`` at ``epoch``, as ``trial.should_prune()`` would make it."""
         self.refresh(epoch)
         mine = self._member(trial)
+        if self.view is None:  # compat's fallback: the study itself, then the rungs the pruner wrote read back
+            decision = self.study.pruner.prune(self.study, copy.copy(mine))
+            number = trial.number
+            if number not in self._ids:
+                self._ids[number] = self._view.backing.get_trial_id_from_study_id_trial_number(self.study_id, number)
+            mine.system_attrs = {**mine.system_attrs, **self._view.backing.get_trial_system_attrs(self._ids[number])}
+            return decision
         decision = self.study.pruner.prune(self.view, copy.copy(mine))
         self._members[trial.number] = self._view.trials[trial.number]  # with what the pruner wrote (rungs)
         return decision

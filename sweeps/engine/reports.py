@@ -9,7 +9,7 @@ back: a pruned trial's value is its last intermediate value, and other workers' 
 completed trials' values). So the study holds every value a single trial would, at most
 ``interval_s`` later while the trial runs, and all of them when it ends.
 
-The pruner does not wait for the writes: :class:`sweeps.pruning.PopulationPruner` mirrors each
+The pruner does not wait for the writes: :class:`sweeps.engine.pruning.PopulationPruner` mirrors each
 member's values in its snapshot. A trial that was finished elsewhere while it trained (failed by
 another process after a lost heartbeat) refuses the write; its ``UpdateFinishedTrialError`` is kept
 and raised at that member's next report (or handed to its end), as ``trial.report`` would have raised
@@ -18,65 +18,17 @@ it at the report itself.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable
 
 import optuna
 
+from sweeps import compat
 from sweeps.study.storage import with_retries
 
 #: Seconds between two writes of a population's pending values (they are also written before any tell).
 REPORT_FLUSH_S = 1.0
-#: Optuna major versions whose ``RDBStorage`` internals :func:`set_intermediate_values` was tested against.
-BATCH_OPTUNA_MAJORS = ("5",)
-
-
-def _batch_write(storage: Any) -> Callable[[list[tuple[int, int, float]]], dict[int, Exception]] | None:
-    """One-transaction writer of many intermediate values for an ``RDBStorage``, or None where unavailable.
-
-    Writes the rows ``RDBStorage.set_trial_intermediate_value`` writes (its ORM models and stored
-    representation, internals: so only at a tested Optuna major version), with two queries per trial
-    instead of two per value: the trial (refused unless it is still running, as Optuna refuses it) and
-    its rows at those steps (updated in place; new steps inserted). Returns ``{trial_id: error}`` for
-    refused trials; the others' values are committed.
-    """
-    from optuna.storages import RDBStorage
-
-    if not isinstance(storage, RDBStorage) or optuna.__version__.split(".")[0] not in BATCH_OPTUNA_MAJORS:
-        return None
-    try:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-    except ImportError:  # pragma: no cover - guarded by the version check
-        return None
-    value_model = models.TrialIntermediateValueModel
-
-    def write(items: list[tuple[int, int, float]]) -> dict[int, Exception]:
-        by_trial: dict[int, dict[int, float]] = {}
-        for trial_id, step, value in items:  # a step reported twice keeps its last value, as the storage does
-            by_trial.setdefault(trial_id, {})[step] = value
-        refused: dict[int, Exception] = {}
-        with _create_scoped_session(storage.scoped_session, True) as session:
-            for trial_id, steps in by_trial.items():
-                trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-                try:
-                    storage.check_trial_is_updatable(trial_id, trial.state)
-                except optuna.exceptions.UpdateFinishedTrialError as error:
-                    refused[trial_id] = error
-                    continue
-                rows = {row.step: row for row in session.query(value_model).filter(
-                    value_model.trial_id == trial_id, value_model.step.in_(list(steps)))}
-                for step, value in steps.items():
-                    stored, kind = value_model.intermediate_value_to_stored_repr(value)
-                    row = rows.get(step)
-                    if row is None:
-                        session.add(value_model(trial_id=trial_id, step=step, intermediate_value=stored,
-                                                intermediate_value_type=kind))
-                    else:
-                        row.intermediate_value, row.intermediate_value_type = stored, kind
-        return refused
-
-    return write
 
 
 def set_intermediate_values(storage: Any, items: list[tuple[int, int, float]]) -> dict[int, Exception]:
@@ -84,12 +36,18 @@ def set_intermediate_values(storage: Any, items: list[tuple[int, int, float]]) -
 
     Returns ``{trial_id: error}`` for trials whose values were refused (finished trials:
     ``UpdateFinishedTrialError``); every other item is written. Transient storage errors are retried
-    (:func:`sweeps.storage.with_retries`: the transaction is rolled back, so a retry writes it whole).
-    Storages other than Optuna's ``RDBStorage`` (journal files, Redis) get one call per value.
+    (:func:`sweeps.study.storage.with_retries`: the transaction is rolled back, so a retry writes it whole).
+    Storages other than Optuna's ``RDBStorage`` (journal files, Redis) get one call per value, and so does an
+    ``RDBStorage`` whose internals the batch cannot use (:func:`sweeps.compat.rdb_intermediate_values_writer`:
+    another Optuna; a batch that fails on them is rolled back and written value by value).
     """
-    write = _batch_write(storage) if items else None
+    write = compat.rdb_intermediate_values_writer(storage) if items else None
     if write is not None:
-        return with_retries(lambda: write(items), what="set_trial_intermediate_value (batch)")
+        try:
+            with getattr(storage, "call_lock", contextlib.nullcontext()):  # the storage's one connection
+                return with_retries(lambda: write(items), what="set_trial_intermediate_value (batch)")
+        except compat.InternalUnavailable:
+            pass  # rolled back, WARNING logged: every value the public way below
     refused: dict[int, Exception] = {}
     for trial_id, step, value in items:
         if trial_id not in refused:

@@ -1,9 +1,9 @@
 """The launcher: prepare a study, run it with N worker processes on this machine, report honestly.
 
 The launching process validates everything and creates (or resumes) the study and its budget
-(:mod:`sweeps.study`) before any worker starts; it then starts ``workers`` processes (never
+(:mod:`sweeps.study.budget`) before any worker starts; it then starts ``workers`` processes (never
 threads: NumPy training is CPU-bound), each with one BLAS thread, which take enqueued trials
-until none is left (:mod:`sweeps.worker`), and prepares the MLflow store and the study's parent
+until none is left (:mod:`sweeps.engine.worker`), and prepares the MLflow store and the study's parent
 run while they import and load data: no worker touches MLflow before the launcher has created
 the store. ``n_trials`` is the study's total: re-running a sweep resumes it and runs only what
 is missing.
@@ -11,7 +11,7 @@ is missing.
 While the workers run, the launcher watches them:
 
 * a worker that dies (SIGKILL, a crash) has its running trial failed at once ("lost: worker
-  died ...") and retried (:mod:`sweeps.repair`), and a replacement worker is started while
+  died ...") and retried (:mod:`sweeps.engine.reconcile`), and a replacement worker is started while
   trials are waiting (at most ``2 x workers`` replacements);
 * every ``heartbeat_interval`` seconds it fails heartbeat-stale trials (a stopped worker's), so a
   study with one launcher recovers too;
@@ -41,15 +41,16 @@ from typing import Any, Callable
 import optuna
 
 from sweeps import names
-from sweeps.engine.reconcile import reconcile
-from sweeps.report.closing import close_parent
-from sweeps.study import lost as repair
 from sweeps.config import SweepConfig
 from sweeps.engine.data import load_data
-from sweeps.stores import Locations, check_tracking_server, mlflow_http_settings
-from sweeps.study.budget import counts_of, open_study_storage, prepare_study, study_result
-from sweeps.tracking.tracker import Tracker, package_versions
+from sweeps.engine.reconcile import reconcile
 from sweeps.engine.worker import EXIT_STORAGE_UNAVAILABLE, EXIT_TRACKING_UNAVAILABLE, run_worker
+from sweeps.report.closing import close_parent
+from sweeps.stores import Locations, check_tracking_server, mlflow_http_settings
+from sweeps.study import lost as repair
+from sweeps.study.budget import counts_of, open_study_storage, prepare_study, study_result
+from sweeps.study.samplers import build_pruner, build_sampler
+from sweeps.tracking.tracker import Tracker, package_versions
 
 _log = logging.getLogger("sweeps.runner")
 
@@ -139,7 +140,7 @@ def prepare_tracking(cfg: SweepConfig, loc: Locations, name: str, study: optuna.
     parent_run_id = study.user_attrs.get(names.STUDY_PARENT_RUN)
     if parent_run_id is not None:
         try:
-            tracker.client.update_run(parent_run_id, status="RUNNING")
+            tracker.client.update_run(parent_run_id, status=names.RUN_RUNNING)
         except Exception:  # noqa: BLE001 - the run is gone (another tracking store): make a new one
             parent_run_id = None
     if parent_run_id is None:
@@ -150,12 +151,17 @@ def prepare_tracking(cfg: SweepConfig, loc: Locations, name: str, study: optuna.
 
 
 def _check_and_open_study(cfg: SweepConfig, loc: Locations, *, new_study: bool,
-                          tracking: bool) -> tuple[str, optuna.Study]:
-    """Fail on unreadable data or an unreachable tracking server, then create or resume the study."""
+                          tracking: bool) -> tuple[str, optuna.Study, Any]:
+    """Fail on unreadable data or an unreachable tracking server, then create or resume the study; return its
+    name, the study and the launcher's one storage (one database connection for all the launcher does)."""
     load_data(cfg.data, cfg.seed)  # fails now (missing file, bad checksum) rather than in every worker
     if tracking:
         check_tracking_server(loc.tracking_uri)
-    return prepare_study(cfg, loc.storage, new_study=new_study)
+    build_sampler(cfg)  # a bad sampler or pruner option is refused before the storage is created
+    build_pruner(cfg)
+    storage = open_study_storage(cfg, loc.storage, role="launcher")
+    name, study = prepare_study(cfg, loc.storage, new_study=new_study, storage=storage)
+    return name, study, storage
 
 
 def prepare(cfg: SweepConfig, loc: Locations, *, new_study: bool = False, tracking: bool = True) -> Prepared:
@@ -164,8 +170,7 @@ def prepare(cfg: SweepConfig, loc: Locations, *, new_study: bool = False, tracki
     Idempotent: a second launcher (or ``sweeps prepare`` run first, as docker-compose does) finds the
     study and its parent run (the run id is a study user attribute) and reuses them.
     """
-    name, study = _check_and_open_study(cfg, loc, new_study=new_study, tracking=tracking)
-    storage = open_study_storage(cfg, loc.storage)
+    name, study, storage = _check_and_open_study(cfg, loc, new_study=new_study, tracking=tracking)
     with mlflow_http_settings(loc.request_timeout_s):
         tracker, parent_run_id = prepare_tracking(cfg, loc, name, study, storage) if tracking else (None, None)
     return Prepared(cfg, name, study, tracker, parent_run_id)
@@ -243,8 +248,8 @@ def run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None = None, n
     """Run (or resume) the study described by ``cfg`` until its budget of trials is done.
 
     ``artifacts``: ``best`` | ``complete`` | ``all`` | ``none`` (``True``/``False``: ``best``/``none``;
-    ``None``: ``loc.trial_artifacts``; see :mod:`sweeps.storage`). MLflow's HTTP settings are bounded while it runs
-    (:func:`sweeps.storage.mlflow_http_settings`); the environment is restored afterwards.
+    ``None``: ``loc.trial_artifacts``; see :mod:`sweeps.stores`). MLflow's HTTP settings are bounded while it runs
+    (:func:`sweeps.stores.mlflow_http_settings`); the environment is restored afterwards.
     """
     with mlflow_http_settings(loc.request_timeout_s):
         return _run_sweep(cfg, loc, workers=workers, n_trials=n_trials, new_study=new_study, tracking=tracking,
@@ -259,13 +264,12 @@ def _run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None, n_trial
         artifacts = loc.trial_artifacts if artifacts is None else "best"
     elif artifacts is False:
         artifacts = "none"
-    name, study = _check_and_open_study(cfg, loc, new_study=new_study, tracking=tracking)
-    storage = open_study_storage(cfg, loc.storage)
+    name, study, storage = _check_and_open_study(cfg, loc, new_study=new_study, tracking=tracking)
     summary = SweepSummary(study_name=name)
     tracker: Tracker | None = None
     parent_run_id: str | None = None
     grace, retries = cfg.study.heartbeat_grace, cfg.study.max_retries
-    waiting = counts_of(study)["WAITING"]
+    waiting = counts_of(study)[names.STATE_WAITING]
     n_workers = min(cfg.study.workers, waiting)
 
     ctx = mp.get_context("spawn")
@@ -367,7 +371,7 @@ def _on_worker_end(p: Any, pool: _Workers, summary: SweepSummary, dead: dict[str
         summary.tracking_unavailable = True
     elif code not in (0, 130) and not (interrupted and code == -signal.SIGTERM):
         how = _how_it_died(code)
-        dead[f"{pool.host}:{p.pid}"] = how
+        dead[names.worker_name(p.pid, pool.host)] = how
         summary.worker_deaths.append(f"worker {p.name} (pid {p.pid}) {how}")
 
 
@@ -378,7 +382,7 @@ def _replace_workers(study: optuna.Study, pool: _Workers, cfg: SweepConfig, star
     missing = pool.count - len(pool.alive())
     if missing <= 0 or pool.replacements_left <= 0:
         return
-    waiting = counts_of(study)["WAITING"]
+    waiting = counts_of(study)[names.STATE_WAITING]
     for _ in range(min(missing, waiting, pool.replacements_left)):
         pool.replacements_left -= 1
         pool.start(len(pool.procs))

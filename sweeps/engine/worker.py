@@ -3,10 +3,10 @@
 The loop (ask/tell with Optuna's public API, not ``study.optimize``, so that every storage call
 can be retried and no trial is created beyond the budget):
 
-1. repair what others lost (:func:`sweeps.repair.fail_lost`: heartbeat-stale trials and orphans),
+1. repair what others lost (:func:`sweeps.study.lost.fail_lost`: heartbeat-stale trials and orphans),
    at most once per heartbeat interval;
 2. try again to deliver MLflow data left queued by an outage (:meth:`Tracker.retry_pending`);
-3. take a WAITING trial (:func:`sweeps.study.claim_trial`); none left: the worker is done;
+3. take a WAITING trial (:func:`sweeps.study.claims.claim_trial`); none left: the worker is done;
 4. name this worker on it (``worker``) and give it the reason it keeps if this worker is lost
    (``lost: ...``), both before its first heartbeat; start its heartbeat thread
    (:class:`Heartbeat`), run the objective, and tell the study the outcome.
@@ -16,7 +16,7 @@ run KILLED with the reason "abandoned: ..."), and the worker goes on with the ne
 whose run could not reach the tracking store within the outage limit is failed "lost: tracking
 unavailable" and retried; a worker whose tracking store stays down that long stops taking trials
 and exits with :data:`EXIT_TRACKING_UNAVAILABLE`. Storage errors are retried by the storage
-(:mod:`sweeps.storage`); one that outlasts the retries ends the worker with
+(:mod:`sweeps.study.storage`); one that outlasts the retries ends the worker with
 :data:`EXIT_STORAGE_UNAVAILABLE` (its trial is failed and retried by the heartbeat or the launcher).
 """
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 import warnings
@@ -35,15 +34,16 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeps import names
-from sweeps.study import lost as repair
 from sweeps.config import parse_config
 from sweeps.engine.data import load_data
-from sweeps.engine.objective import Interrupted, Objective, TrackingLost, TrialAbandoned
-from sweeps.stores import Locations, bound_mlflow_http_retries
-from sweeps.study.storage import StorageUnavailable
+from sweeps.engine.objective import Objective
+from sweeps.engine.outcome import Interrupted, Kind, TrialEnd, abandoned
+from sweeps.engine.population import Population
+from sweeps.stores import DEFAULT_TRIAL_ARTIFACTS, Locations, TrackingUnavailable, bound_mlflow_http_retries
+from sweeps.study import lost as repair
 from sweeps.study.budget import load, open_study_storage
 from sweeps.study.claims import claim_trial, claim_trials, trial_id
-from sweeps.stores import TrackingUnavailable
+from sweeps.study.storage import StorageUnavailable
 from sweeps.tracking.tracker import Tracker
 
 _log = logging.getLogger("sweeps.worker")
@@ -51,11 +51,6 @@ _log = logging.getLogger("sweeps.worker")
 #: Worker exit codes the launcher reports (0: done; 130: interrupted).
 EXIT_STORAGE_UNAVAILABLE = 75
 EXIT_TRACKING_UNAVAILABLE = 76
-
-
-def worker_name() -> str:
-    """``host:pid``: how trials name the process that runs them (user attribute ``worker``)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def population_size(cfg: Any) -> int:
@@ -158,7 +153,7 @@ class Heartbeat:
 
 
 def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: int = 0, timeout: float | None = None,
-               tracking: bool = True, artifacts: str = "best", ready: Any = None, cancelled: Any = None) -> int:
+               tracking: bool = True, artifacts: str = DEFAULT_TRIAL_ARTIFACTS, ready: Any = None, cancelled: Any = None) -> int:
     """Run trials of ``study_name`` until none is left to take; return an exit code (0, 75, 76, 130).
 
     ``ready``/``cancelled`` (events): the launcher prepares the MLflow store and the parent run while
@@ -173,14 +168,15 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: in
         logging.getLogger(name).setLevel(logging.WARNING)
     cfg = parse_config(cfg_data, source="worker")
     try:
-        storage = open_study_storage(cfg, loc.storage)
+        storage = open_study_storage(cfg, loc.storage, role=f"worker {worker_index}")
         study = load(cfg, storage, study_name)
     except StorageUnavailable as err:
         _log.error("%s", err)
         return EXIT_STORAGE_UNAVAILABLE
     data = load_data(cfg.data, cfg.seed)
     if tracking and not loc.tracking_uri.startswith(("http://", "https://")):
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - ~0.6 s import, while the launcher prepares
+        from sweeps.compat import preimport_mlflow_sql_store  # MLflow's SQL store: ~0.6 s, while the launcher prepares
+        preimport_mlflow_sql_store()
     if ready is not None:
         ready.wait()
         if cancelled is not None and cancelled.is_set():
@@ -216,10 +212,6 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: in
     finally:
         if limiter is not None:
             limiter.unregister()
-
-
-class _TrackingDown(Exception):
-    """A member's run could not reach the tracking store: the population stops, its other trials are lost too."""
 
 
 class _Loop:
@@ -259,13 +251,16 @@ class _Loop:
                     trials = claim_trials(self.study, self.storage, share, study_id, waiting)
                     if not trials:
                         break
-                    outcome = self.run_population(trials)
+                    ends = self.run_population(trials)
                 else:
                     trial = claim_trial(self.study, self.storage, study_id)
                     if trial is None:
                         break
-                    outcome = self.run_trial(trial)
-                if outcome == "tracking":
+                    ends = {trial.number: self.run_trial(trial)}
+                kinds = {end.kind for end in ends.values()}
+                if Kind.INTERRUPTED in kinds:
+                    return self._finish(130)
+                if Kind.TRACKING in kinds:
                     return self._finish(EXIT_TRACKING_UNAVAILABLE)
         except StorageUnavailable as err:
             _log.error("%s", err)
@@ -284,67 +279,29 @@ class _Loop:
 
     def _name_self(self, tid: int) -> bool:
         """Name this worker on a claimed trial and give it its lost reason, before its first heartbeat
-        (a RUNNING trial without ``worker`` never had one: :mod:`sweeps.repair`). False: it ended elsewhere."""
+        (a RUNNING trial without ``worker`` never had one: :mod:`sweeps.study.lost`). False: it ended elsewhere."""
         try:
-            self.storage.set_trial_user_attr(tid, names.TRIAL_WORKER, worker_name())
+            self.storage.set_trial_user_attr(tid, names.TRIAL_WORKER, names.worker_name())
             self.storage.set_trial_user_attr(tid, names.TRIAL_REASON, names.REASON_LOST_HEARTBEAT)
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
         return True
 
-    def run_trial(self, trial: optuna.Trial) -> str:
-        """Run one claimed trial; return ``told``, ``abandoned`` or ``tracking`` (tracking store lost)."""
+    def run_trial(self, trial: optuna.Trial) -> TrialEnd:
+        """Run one claimed trial and tell its end (an ``interrupted`` or ``tracking`` end is retried with its
+        parameters: :attr:`~sweeps.engine.outcome.TrialEnd.retried`)."""
         tid = trial_id(self.storage, self.study, trial.number)
         if not self._name_self(tid):
-            return "abandoned"
+            return abandoned(trial.number)
         with Heartbeat(self.storage, tid, self.cfg.study.heartbeat_interval):
-            try:
-                outcome: Any = self.objective(trial)
-            except (Exception, KeyboardInterrupt) as err:
-                outcome = err
-            told = self._tell(trial, outcome)
-        if told == "tracking":
-            frozen = self.storage.get_trial(tid)
-            repair.retry_trial(self.study, frozen, self.cfg.study.max_retries)
-        if isinstance(outcome, KeyboardInterrupt) and told != "abandoned":
-            raise outcome
-        return told
+            end = self._tell(trial, self.objective.run(trial))
+        if end.retried:
+            repair.retry_trial(self.study, self.storage.get_trial(tid), self.cfg.study.max_retries)
+        return end
 
-    def _tell(self, trial: optuna.Trial, outcome: Any) -> str:
-        """Tell the study a trial's outcome (its value, or what the objective raised); return ``told``,
-        ``abandoned`` (failed elsewhere meanwhile: dropped), ``tracking`` (its run could not be delivered:
-        FAIL "lost: tracking unavailable") or ``interrupted``. A lost storage (StorageUnavailable) is raised."""
-        value: float | None = None
-        state = TrialState.FAIL
-        result = "told"
-        if isinstance(outcome, BaseException):
-            if isinstance(outcome, optuna.TrialPruned):
-                state = TrialState.PRUNED
-            elif isinstance(outcome, TrialAbandoned):
-                _log.warning("trial %d dropped: %s", trial.number, outcome)
-                return "abandoned"
-            elif isinstance(outcome, TrackingLost):
-                _log.error("trial %d: %s", trial.number, outcome)
-                result = "tracking"
-            elif isinstance(outcome, StorageUnavailable):
-                raise outcome
-            elif isinstance(outcome, KeyboardInterrupt):
-                result = "interrupted"
-            else:  # recorded as the trial's reason by the objective
-                _log.warning("trial %d failed: %s", trial.number, outcome)
-        else:
-            value, state = outcome, TrialState.COMPLETE
-        try:
-            self.last_told = self.study.tell(trial, value, state=state)
-        except optuna.exceptions.UpdateFinishedTrialError as err:
-            self._abandoned_after_finish(trial, err)
-            return "abandoned"
-        return result
-
-    def run_population(self, trials: list[optuna.Trial]) -> str:
-        """Run claimed trials as populations (:meth:`Objective.population`), one heartbeat thread for all of
-        them; tell each as soon as it ends. Returns ``told`` or ``tracking``; a signal raises KeyboardInterrupt
-        after every running member was told FAIL "interrupted"."""
+    def run_population(self, trials: list[optuna.Trial]) -> dict[int, TrialEnd]:
+        """Run claimed trials as populations (:class:`~sweeps.engine.population.Population`), one heartbeat thread
+        for all of them; tell each as soon as it ends; retry those stopped by a signal or cut off from tracking."""
         held: dict[int, int] = {}  # trial number -> trial id
         kept = []
         for trial in trials:  # worker and lost reason on every trial before the first heartbeat
@@ -353,40 +310,36 @@ class _Loop:
                 held[trial.number] = tid
                 kept.append(trial)
         if not kept:
-            return "abandoned"
-        lost_tracking: list[int] = []
-
+            return {trial.number: abandoned(trial.number) for trial in trials}
         with Heartbeat(self.storage, list(held.values()), self.cfg.study.heartbeat_interval) as beat:
-            def tell(trial: optuna.Trial, outcome: Any) -> None:
-                self.last_told = None
-                told = self._tell(trial, outcome)
-                beat.discard(held.pop(trial.number))
-                if told == "tracking":
-                    lost_tracking.append(trial.number)
-                    raise _TrackingDown(outcome)
-                return self.last_told
+            def tell(trial: optuna.Trial, end: TrialEnd) -> tuple[TrialEnd, Any]:
+                told = self._tell(trial, end)
+                beat.discard(held[trial.number])
+                return told, self.last_told
 
-            try:
-                self.objective.population(kept, tell, self.storage)
-            except _TrackingDown as down:
-                for trial in kept:  # the others: their runs cannot be delivered either
-                    if trial.number in held:
-                        reason = f"{down.args[0]}"
-                        try:
-                            self.storage.set_trial_user_attr(held[trial.number], names.TRIAL_REASON, reason)
-                            self.study.tell(trial, None, state=TrialState.FAIL)
-                            lost_tracking.append(trial.number)
-                        except optuna.exceptions.UpdateFinishedTrialError:
-                            pass
-                        beat.discard(held.pop(trial.number))
-        for number in lost_tracking:
-            frozen = self.storage.get_trial(trial_id(self.storage, self.study, number))
-            repair.retry_trial(self.study, frozen, self.cfg.study.max_retries)
-        return "tracking" if lost_tracking else "told"
+            ends = Population(self.objective, kept, tell, self.storage).run()
+        for number, end in ends.items():
+            if end.retried:
+                repair.retry_trial(self.study, self.storage.get_trial(held[number]), self.cfg.study.max_retries)
+        return ends
 
-    def _abandoned_after_finish(self, trial: optuna.Trial, err: Exception) -> None:
-        """The trial was failed elsewhere between its last epoch and ``tell``: fix its run's end."""
-        _log.warning("trial %d was failed elsewhere before it could be told (%s); dropped", trial.number, err)
-        run_id = trial.user_attrs.get(names.TRIAL_RUN) if self.tracker is not None else None
-        if run_id:
-            self.objective._abandon(trial, run_id, [])
+    def _tell(self, trial: optuna.Trial, end: TrialEnd) -> TrialEnd:
+        """Tell the study a trial's end; return it as told: ``abandoned`` when the trial was failed elsewhere
+        meanwhile (its run is then ended KILLED with that reason). A lost storage (StorageUnavailable) is raised."""
+        self.last_told = None
+        if end.kind == Kind.ABANDONED:
+            _log.warning("trial %d dropped: %s", trial.number, end.reason)
+            return end
+        if end.kind == Kind.TRACKING:
+            _log.error("trial %d: %s", trial.number, end.reason)
+        elif end.kind == Kind.FAILED:
+            _log.warning("trial %d failed: %s", trial.number, end.reason)
+        try:
+            self.last_told = self.study.tell(trial, end.value, state=TrialState[end.state])
+        except optuna.exceptions.UpdateFinishedTrialError as err:
+            _log.warning("trial %d was failed elsewhere before it could be told (%s); dropped", trial.number, err)
+            dropped = abandoned(trial.number)
+            self.objective.end_run(trial.user_attrs.get(names.TRIAL_RUN) if self.tracker is not None else None,
+                                   dropped)
+            return dropped
+        return end

@@ -17,7 +17,7 @@ history may start with the epoch-0 record (the initial network, MLflow step
   scales 1/sqrt(n_in) and 1/sqrt(N), Frobenius norms, gradient norms and
   relative update sizes, and the decay-to-gradient ratio (1 = norm equilibrium).
 * :func:`lambda_scaling_figure` -- a study's best lambda per (batch size, training-set size)
-  group in the three conventions (Optuna's plots of a study: :mod:`sweeps.study_plots`).
+  group in the three conventions (Optuna's plots of a study: :mod:`sweeps.plots.study`).
 * :func:`save_figure` -- write a PNG and free the figure.
 
 Figures of this module are built on :class:`matplotlib.figure.Figure` directly

@@ -3,7 +3,7 @@ contour, parallel coordinates), for the study's parent run.
 
 Each plot is skipped with a :class:`PlotSkippedWarning` (never an exception) when it cannot be drawn.
 Optuna's plots are made through pyplot by Optuna and are detached from pyplot before they are
-returned; save them with :func:`sweeps.plots.save_figure`. A run's own figures: :mod:`sweeps.plots`.
+returned; save them with :func:`sweeps.plots.figures.save_figure`. A run's own figures: :mod:`sweeps.plots.figures`.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def study_figures(study: "optuna.Study") -> dict[str, Figure]:
     ``ExperimentalWarning`` is silenced for these calls, and the global
     matplotlib style Optuna sets while plotting is restored afterwards. The
     returned figures are detached from pyplot (nothing accumulates in pyplot's
-    figure registry); save them with :func:`sweeps.plots.save_figure`.
+    figure registry); save them with :func:`sweeps.plots.figures.save_figure`.
     """
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm

@@ -25,15 +25,12 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from sweeps.names import TAG_ROLE
+from sweeps.names import ROLE_TRIAL, TAG_ROLE
 
 __all__ = ["RAW_COLUMNS", "ROLE_TRIAL", "TRIAL_FILTER", "HistoryReader", "Unsupported", "as_int", "trial_or_missing"]
 
 #: Columns of the raw frame a backend returns.
 RAW_COLUMNS = ("run_id", "trial", "epoch", "metric", "timestamp", "value")
-
-#: Value of the ``sweeps.role`` tag of a trial's run (the study's parent run has ``study``).
-ROLE_TRIAL = "trial"
 
 #: ``search_runs`` filter selecting the trial runs of an experiment.
 TRIAL_FILTER = f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'"

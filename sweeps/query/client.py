@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from sweeps.names import TAG_ROLE, TAG_TRIAL_NUMBER
+from sweeps.names import ROLE_STUDY, TAG_ROLE, TAG_TRIAL_NUMBER
 from sweeps.query.base import TRIAL_FILTER, as_int, trial_or_missing
 from sweeps.query.frames import raw_frame
 
@@ -21,8 +21,8 @@ __all__ = ["final_metrics", "make_client", "metric_history", "read_history", "ru
            "search_trial_runs", "searched_names"]
 
 #: ``search_runs`` filter selecting the study's parent run(s) of an experiment.
-STUDY_FILTER = f"tags.`{TAG_ROLE}` = 'study'"
-#: The parent run's param holding the study's search space (JSON; ``sweeps.runner.study_params``).
+STUDY_FILTER = f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}'"
+#: The parent run's param holding the study's search space (JSON; ``sweeps.engine.runner.study_params``).
 SEARCH_SPACE_PARAM = "search_space"
 
 _SEARCH_PAGE = 1000

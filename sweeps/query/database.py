@@ -15,7 +15,7 @@ looked up through the ``run_uuid`` index), and safe against another MLflow's sch
   works wherever the installed MLflow accepts the database, and otherwise fails with
   MLflow's own "out-of-date database schema" error: never with silently wrong data).
   Adding a revision to :data:`SCHEMA_REVISIONS` means reviewing the queries below against
-  that schema; ``tests/sweeps/test_query_database.py`` fails when the installed MLflow's
+  that schema; ``tests/sweeps/query/test_database.py`` fails when the installed MLflow's
   head is not in the set.
 
 Nothing is ever written: SQLite is opened read-only (``mode=ro`` URI, ``PRAGMA query_only``;
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweeps import compat
 from sweeps.compat import SCHEMA_REVISIONS, schema_revision
 from sweeps.names import TAG_ROLE, TAG_TRIAL_NUMBER
 from sweeps.query.base import ROLE_TRIAL, Unsupported, as_int, trial_or_missing
@@ -57,13 +58,14 @@ MAX_SQL_KEYS = 400
 
 def check_schema(conn: Any) -> None:
     """Raise :class:`Unsupported` unless the revision is one of :data:`SCHEMA_REVISIONS`."""
-    revision = schema_revision(conn)
-    if revision not in SCHEMA_REVISIONS:
+    revision = compat.schema_revision(conn)
+    if not compat.schema_supported(revision, "\"sql\" history reader", "histories are read through MlflowClient"):
         import mlflow
 
         raise Unsupported(
             f"the MLflow database is at schema revision {revision!r}, not one this reader was written for "
-            f"({', '.join(sorted(SCHEMA_REVISIONS))}: MLflow 3.17.2; MLflow {mlflow.__version__} is installed)")
+            f"({', '.join(sorted(compat.SCHEMA_REVISIONS))}: MLflow {compat.MLFLOW_CHECKED}; "
+            f"MLflow {mlflow.__version__} is installed)")
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -72,9 +74,10 @@ def check_schema(conn: Any) -> None:
 
 
 def _tables() -> tuple[Any, Any, Any, Any]:
-    from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlMetric, SqlRun, SqlTag
-
-    return SqlExperiment.__table__, SqlRun.__table__, SqlTag.__table__, SqlMetric.__table__
+    tables = compat.mlflow_sql_tables()
+    if tables is None:  # logged by compat
+        raise Unsupported("the installed MLflow's ORM models are not where this reader expects them")
+    return tables["SqlExperiment"], tables["SqlRun"], tables["SqlTag"], tables["SqlMetric"]
 
 
 def _experiment_id(conn: Any, experiment: str) -> Any | None:

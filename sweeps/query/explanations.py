@@ -5,19 +5,32 @@ through :mod:`sweeps.query`, diagnosed by :mod:`sweeps.analysis.diagnosis` (``sw
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from sweeps.analysis.diagnosis import StudyExplanation, TrialExplanation, explain_run, frame_table, study_scaling, \
-    trial_number_of
+import pandas as pd
+
+from sweeps.analysis.diagnosis import (
+    StudyExplanation,
+    TrialExplanation,
+    explain_run,
+    frame_table,
+    study_scaling,
+    trial_number_of,
+)
+from sweeps.names import RUN_RUNNING
+from sweeps.query.client import search_trial_runs
+from sweeps.query.reading import experiment_for, history
 
 
 def study_trial_runs(study_name: str, tracking_uri: str, experiment_name: str | None) -> list[Any]:
-    """Every trial run of ``study_name`` in MLflow (``LookupError`` when its experiment does not exist)."""
-    from sweeps import query
-    from sweeps.query import client
+    """Every trial run of ``study_name`` in MLflow (``LookupError`` when its experiment does not exist).
 
-    experiment = experiment_name or query.experiment_for(study_name)
-    runs = client.search_trial_runs(tracking_uri, experiment)
+    ``experiment_name`` None: :func:`sweeps.query.experiment_for` (``mlflow.yml``'s prefix, as the CLI).
+    """
+
+    experiment = experiment_name or experiment_for(study_name)
+    runs = search_trial_runs(tracking_uri, experiment)
     if runs is None:
         raise LookupError(f"no MLflow experiment {experiment!r} at {tracking_uri}")
     return runs
@@ -29,17 +42,17 @@ def explain_trial(study_name: str, *, tracking_uri: str, trial: int | None = Non
 
     Raises ``LookupError`` when no such run exists, ``ValueError`` when neither or both are given.
     """
-    from sweeps import query
 
     if (trial is None) == (run_id is None):
         raise ValueError(f"explain_trial: give exactly one of trial or run_id, got trial={trial!r}, run_id={run_id!r}")
+    experiment_name = experiment_name or experiment_for(study_name)
     runs = study_trial_runs(study_name, tracking_uri, experiment_name)
     match = [r for r in runs if (r.info.run_id == run_id if run_id is not None else trial_number_of(r) == trial)]
     if not match:
         what = f"run {run_id}" if run_id is not None else f"trial {trial}"
         raise LookupError(f"study {study_name!r} has no {what} in MLflow at {tracking_uri}")
     run = match[0]
-    wide = query.history(study_name, tracking_uri=tracking_uri, experiment_name=experiment_name, wide=True,
+    wide = history(study_name, tracking_uri=tracking_uri, experiment_name=experiment_name, wide=True,
                          method=method, trials=[trial_number_of(run)])
     wide = wide[wide["run_id"] == run.info.run_id]
     return explain_run(run, frame_table(wide))
@@ -55,10 +68,10 @@ def explain_study(study_name: str, *, tracking_uri: str, experiment_name: str | 
     ``objective.direction``), and is ``None`` unless at least two (batch_size, n_train) groups
     have a best lambda > 0.
     """
-    from sweeps import query
 
-    runs = [r for r in study_trial_runs(study_name, tracking_uri, experiment_name) if r.info.status != "RUNNING"]
-    wide = query.history(study_name, tracking_uri=tracking_uri, experiment_name=experiment_name, wide=True,
+    experiment_name = experiment_name or experiment_for(study_name)
+    runs = [r for r in study_trial_runs(study_name, tracking_uri, experiment_name) if r.info.status != RUN_RUNNING]
+    wide = history(study_name, tracking_uri=tracking_uri, experiment_name=experiment_name, wide=True,
                          method=method)
     by_run = {rid: frame for rid, frame in wide.groupby("run_id")} if len(wide) else {}
     explained, skipped = [], []
@@ -75,3 +88,24 @@ def explain_study(study_name: str, *, tracking_uri: str, experiment_name: str | 
     direction = next((r.data.params.get("objective.direction") for r in runs), None)
     return StudyExplanation(study_name, objective, direction, tuple(explained),
                             study_scaling(explained, maximize=direction != "minimize"), tuple(skipped))
+
+
+FINDING_COLUMNS = ["trial", "run_id", "state", "code", "severity", "layer", "message", "evidence"]
+
+
+def findings(study_name: str, *, tracking_uri: str, experiment_name: str | None = None,
+             method: str = "auto") -> pd.DataFrame:
+    """One row per finding per finished trial of ``study_name`` (:func:`explain_study`).
+
+    Columns: ``trial``, ``run_id``, ``state``, ``code``, ``severity`` (``warning``/``notice``/``info``),
+    ``layer`` (nullable Int64: the 1-based weight layer of per-layer findings), ``message`` (one
+    sentence with the run's numbers) and ``evidence`` (JSON text). Sorted by trial, then as the
+    findings are ordered (most severe first). The findings are computed from the stored history and
+    the runs' params (one history read): the same as each run's ``diagnosis.json``.
+    """
+    exp = explain_study(study_name, tracking_uri=tracking_uri, experiment_name=experiment_name, method=method)
+    rows = [{"trial": t.trial, "run_id": t.run_id, "state": t.state, "code": f.code, "severity": f.severity,
+             "layer": f.layer, "message": f.message, "evidence": json.dumps(f.to_dict()["evidence"])}
+            for t in exp.trials for f in t.findings]
+    df = pd.DataFrame(rows, columns=FINDING_COLUMNS)
+    return df.astype({"trial": "int64", "layer": "Int64"})

@@ -32,13 +32,13 @@ do to ``MlflowClient``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
 
+from sweeps import compat
 from sweeps.query import client as api
 from sweeps.query.base import Unsupported
 from sweeps.query.frames import raw_frame
@@ -53,45 +53,22 @@ MAX_RUNS = 100
 MAX_RESULTS = 25000
 _THREADS = 2  # the server answers one request at a time anyway; 2 overlaps the transfers
 
-#: MLflow versions whose ``mlflow.utils.credentials.get_default_host_creds`` is known to build
-#: the same credentials as the tracking client's REST store for an http(s) URI (checked on
-#: 3.17.2). Outside this range :func:`host_creds` asks the client's own store instead.
-CREDS_VERIFIED = ((3, 0), (4, 0))
-
-
-def _mlflow_version() -> tuple[int, int]:
-    """(major, minor) of the installed MLflow (``"4.0rc1"`` -> ``(4, 0)``)."""
-    import mlflow
-
-    numbers = [int(m.group()) if (m := re.match(r"\d+", part)) else 0 for part in mlflow.__version__.split(".")[:2]]
-    return tuple((numbers + [0, 0])[:2])  # type: ignore[return-value]
-
-
 def host_creds(uri: str) -> Any:
     """The ``MlflowHostCreds`` MLflow uses for the tracking URI ``uri``.
 
-    On the MLflow versions of :data:`CREDS_VERIFIED`: ``mlflow.utils.credentials.get_default_host_creds``
-    (what MLflow's tracking REST store is built with for http(s) URIs). Elsewhere, or if that
-    function is gone, the ``get_host_creds`` of the store ``MlflowClient(uri)`` talks to
-    (a private attribute path, present since MLflow 1.x): the same credentials by another road.
+    On the MLflow versions of :data:`sweeps.compat.CREDS_VERIFIED`: ``mlflow.utils.credentials.get_default_host_creds``
+    (what MLflow's tracking REST store is built with for http(s) URIs; :func:`sweeps.compat.default_host_creds`).
+    Elsewhere, or if that function is gone, the ``get_host_creds`` of the store ``MlflowClient(uri)`` talks to
+    (a private attribute path: :func:`sweeps.compat.client_store_host_creds`): the same credentials by another
+    road. Neither: :class:`~sweeps.query.base.Unsupported`.
     """
-    low, high = CREDS_VERIFIED
-    if low <= _mlflow_version() < high:
-        try:
-            from mlflow.utils.credentials import get_default_host_creds
-        except ImportError:  # pragma: no cover - moved in a future release
-            pass
-        else:
-            return get_default_host_creds(uri)
-    return _client_store_creds(uri)
-
-
-def _client_store_creds(uri: str) -> Any:
-    store = api.make_client(uri)._tracking_client.store
-    getter = getattr(store, "get_host_creds", None)
-    if getter is None:
-        raise Unsupported(f"MLflow's store for {uri!r} ({type(store).__name__}) has no host credentials")
-    return getter()
+    creds = compat.default_host_creds(uri)
+    if creds is not None:
+        return creds
+    creds = compat.client_store_host_creds(api.make_client(uri))
+    if creds is None:
+        raise Unsupported(f"no host credentials for {uri!r} from the installed MLflow's store")
+    return creds
 
 
 class BulkHistory:
@@ -106,8 +83,10 @@ class BulkHistory:
     def get(self, run_ids: Sequence[str], key: str) -> list[dict]:
         """One request: the rows of ``key`` for ``run_ids`` (<= 100); when exactly
         :data:`MAX_RESULTS` rows come back, the answer may have been cut off."""
-        from mlflow.utils.rest_utils import http_request, verify_rest_response
-
+        helpers = compat.mlflow_rest_helpers()
+        if helpers is None:  # logged by compat
+            raise Unsupported("the installed MLflow has no REST helpers where this reader expects them")
+        http_request, verify_rest_response = helpers
         params: list[tuple[str, Any]] = [("run_id", rid) for rid in run_ids]
         params += [("metric_key", key), ("max_results", MAX_RESULTS)]
         resp = http_request(self.creds, self.ROUTE, "GET", params=params)

@@ -23,11 +23,11 @@ def close_parent(study: optuna.Study, tracker: Tracker, run_id: str, result: Stu
                  artifacts: str) -> bool:
     """Log the closing report to the study's parent run ``run_id`` and end it (FINISHED, or KILLED when
     ``interrupted``); False when the tracking store did not take the counts within its outage limit."""
-    metrics = {f"trials_{k.lower()}": float(v) for k, v in result.counts.items()}
+    metrics = {names.trials_metric(k): float(v) for k, v in result.counts.items()}
     if result.best_value is not None:
-        metrics["best_value"] = float(result.best_value)
-        tracker.set_tags(run_id, {"best_trial": result.best_trial,
-                                  **{f"best.{k}": v for k, v in (result.best_params or {}).items()}})
+        metrics[names.METRIC_BEST_VALUE] = float(result.best_value)
+        tracker.set_tags(run_id, {names.TAG_BEST_TRIAL: result.best_trial,
+                                  **{names.best_param_tag(k): v for k, v in (result.best_params or {}).items()}})
     tracker.log_epoch(run_id, metrics, step=sum(result.counts.values()), flush=True)
     if tracker.drain(min(tracker.outage_s, 30.0)):
         return False
@@ -44,14 +44,13 @@ def close_parent(study: optuna.Study, tracker: Tracker, run_id: str, result: Stu
         _log_best_trial_plots(study, tracker)
     if artifacts != "none":
         _log_study_diagnosis(study, tracker, run_id)
-    status = "KILLED" if interrupted else "FINISHED"
-    tracker.client.set_terminated(run_id, status=status)
-    tracker.set_tags(run_id, {names.TAG_STATE: "INTERRUPTED" if interrupted else "FINISHED"})
+    state, status = names.parent_state(interrupted)
+    tracker.finish(run_id, state, status=status, should_stop=lambda: True)  # one try: the launcher is ending
     return True
 
 
 def _log_best_trial_plots(study: optuna.Study, tracker: Tracker) -> None:
-    """The PNGs of the study's best trial(s) to their runs (:mod:`sweeps.trial_plots`); logged, never raised."""
+    """The PNGs of the study's best trial(s) to their runs (:mod:`sweeps.report.trial_plots`); logged, never raised."""
     from sweeps.report.trial_plots import draw_trial_plots
 
     try:

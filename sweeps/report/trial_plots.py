@@ -50,7 +50,7 @@ def best_runs(runs: Sequence[Any], count: int) -> list[Any]:
     """The ``count`` best COMPLETE trial runs of ``runs`` (see the module docstring), best first."""
     scored = []
     for run in runs:
-        if run.data.tags.get(names.TAG_STATE) != "COMPLETE":
+        if run.data.tags.get(names.TAG_STATE) != names.STATE_COMPLETE:
             continue
         value = _objective_value(run)
         number = run.data.tags.get(names.TAG_TRIAL_NUMBER, "")
@@ -75,8 +75,8 @@ def draw_trial_plots(study_name: str, *, tracking_uri: str, experiment_name: str
     import warnings
 
     from sweeps import query
-    from sweeps.plots import figures as plots
     from sweeps.analysis.diagnosis import trial_number_of
+    from sweeps.plots import figures as plots
     from sweeps.query.explanations import study_trial_runs
 
     runs = study_trial_runs(study_name, tracking_uri, experiment_name)

@@ -6,7 +6,7 @@ empty slot, whose parameters the sampler draws when a worker takes it). Workers 
 trials (:func:`claim_trial`); Optuna's storages hand each WAITING trial to exactly one of them
 (PostgreSQL ``SELECT ... FOR UPDATE``, SQLite with ``BEGIN IMMEDIATE``, the journal's lock), so a
 study ends with exactly ``n_trials`` trials whatever the number of workers and launchers. A trial
-lost to an infrastructure fault is retried by enqueueing a copy (:mod:`sweeps.repair`); the lost
+lost to an infrastructure fault is retried by enqueueing a copy (:mod:`sweeps.study.lost`); the lost
 trial then no longer counts.
 
 Only the launcher that creates the study (Optuna's unique study name decides, atomically)
@@ -42,12 +42,13 @@ class StudyMismatch(ConfigError):
     """Resuming a study whose search space, objective or direction differ from the config."""
 
 
-def open_study_storage(cfg: SweepConfig, url: str) -> Any:
-    """The storage with the config's heartbeat settings and the retry of heartbeat-stale trials."""
+def open_study_storage(cfg: SweepConfig, url: str, *, role: str = "client") -> Any:
+    """The storage with the config's heartbeat settings and the retry of heartbeat-stale trials; ``role`` names the
+    process to the database (``worker``, ``launcher``: :func:`sweeps.study.storage.application_name`)."""
     from sweeps.study.lost import RetryLostTrial
 
     return open_storage(url, heartbeat_interval=cfg.study.heartbeat_interval, heartbeat_grace=cfg.study.heartbeat_grace,
-                        stale_trial_callback=RetryLostTrial(cfg.study.max_retries))
+                        stale_trial_callback=RetryLostTrial(cfg.study.max_retries), role=role)
 
 
 def load(cfg: SweepConfig, storage: Any, name: str) -> optuna.Study:
@@ -67,11 +68,15 @@ def _free_name(storage: Any, base: str) -> str:
     return f"{base}-v{k}"
 
 
-def prepare_study(cfg: SweepConfig, storage_url: str, *, new_study: bool = False) -> tuple[str, optuna.Study]:
-    """Create or resume the study; refuse a changed fingerprint unless ``new_study``; see the budget."""
+def prepare_study(cfg: SweepConfig, storage_url: str, *, new_study: bool = False,
+                  storage: Any = None) -> tuple[str, optuna.Study]:
+    """Create or resume the study; refuse a changed fingerprint unless ``new_study``; see the budget.
+
+    ``storage``: the storage of ``storage_url`` the caller opened already (:func:`open_study_storage`; a launcher
+    keeps one storage, and so one database connection, for everything it does); None: one is opened."""
     build_sampler(cfg)
     build_pruner(cfg)
-    storage = open_study_storage(cfg, storage_url)
+    storage = storage if storage is not None else open_study_storage(cfg, storage_url)
     name = cfg.name
     if name in _study_names(storage):
         existing = optuna.load_study(study_name=name, storage=storage)
@@ -194,11 +199,12 @@ def is_retried(trial: FrozenTrial, trials: list[FrozenTrial]) -> bool:
 
 def counts_of(study: optuna.Study) -> dict[str, int]:
     """Trials by state; FAIL trials that were retried are counted as ``RETRIED``, not ``FAIL``."""
-    out = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0, "RETRIED": 0}
+    out = dict.fromkeys((names.STATE_COMPLETE, names.STATE_PRUNED, names.STATE_FAIL, names.STATE_RUNNING,
+                         names.STATE_WAITING, names.COUNT_RETRIED), 0)
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
     for t in trials:
-        key = "RETRIED" if t.number in retried and t.state == TrialState.FAIL else t.state.name
+        key = names.COUNT_RETRIED if t.number in retried and t.state == TrialState.FAIL else t.state.name
         out[key] = out.get(key, 0) + 1
     return out
 

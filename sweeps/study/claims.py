@@ -13,6 +13,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from sweeps import compat
+
 
 def trial_id(storage: Any, study: optuna.Study, number: int) -> int:
     """The storage's id of trial ``number``, through the public storage API."""
@@ -25,7 +27,7 @@ def claim_trial(study: optuna.Study, storage: Any, study_id: int | None = None) 
     Optuna's ``study.ask()`` creates a new trial when nothing is WAITING, which would run over the
     budget; this takes only what is enqueued, with the same atomic WAITING -> RUNNING change that
     ``ask`` uses, then builds the trial as ``ask`` does (``optuna.Trial(study, trial_id)``, which
-    calls the sampler's ``before_trial``).
+    calls the sampler's ``before_trial``: :func:`sweeps.compat.new_trial`).
     """
     claimed = claim_trials(study, storage, 1, study_id)
     return claimed[0] if claimed else None
@@ -42,6 +44,7 @@ def claim_trials(study: optuna.Study, storage: Any, count: int, study_id: int | 
     if study_id is None:
         study_id = storage.get_study_id_from_name(study.study_name)
     taken: list[int] = []
+    numbers: list[int] = []
     tried: set[int] = set()
     while len(taken) < count:
         if waiting is None:
@@ -58,8 +61,9 @@ def claim_trials(study: optuna.Study, storage: Any, count: int, study_id: int | 
             try:
                 if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
                     taken.append(tid)
+                    numbers.append(t.number)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
-    if taken:  # the study reads trials through Optuna's cache of its storage: let it see the trials just taken
-        study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return [optuna.Trial(study, tid) for tid in taken]
+    # the study reads trials through Optuna's cache of its storage: let it see the trials just taken
+    study = compat.refresh_trial_cache(study, storage, numbers)
+    return [compat.new_trial(study, tid) for tid in taken]

@@ -4,7 +4,7 @@ A trial is *lost* when it ended through no fault of its own: its worker was kill
 past the heartbeat grace, or cut off from the storage or the tracking server. Lost trials end
 FAIL with a reason that starts with ``lost:`` and are **retried**: a copy with the same parameters
 is enqueued (WAITING) and run by the next free worker, at most ``study.max_retries`` times per
-chain. The lost trial then no longer counts towards ``n_trials`` (:func:`sweeps.study.counts_of`).
+chain. The lost trial then no longer counts towards ``n_trials`` (:func:`sweeps.study.budget.counts_of`).
 The copy carries Optuna's retry attributes (``failed_trial``, ``retry_history``, as
 ``RetryHeartbeatStaleTrialCallback`` writes them) and the user attribute ``retry_of``.
 
@@ -23,7 +23,7 @@ Who finds lost trials:
   died (it knows their exit codes);
 * :func:`close_runs`: MLflow trial runs still RUNNING whose trial has ended are closed with the
   trial's state and reason (a killed worker could not do it); a second run of one trial (created by
-  a request whose answer timed out, see :mod:`sweeps.tracking`) is ended KILLED and deleted.
+  a request whose answer timed out, see :mod:`sweeps.tracking.tracker`) is ended KILLED and deleted.
 
 Only the process whose ``RUNNING -> FAIL`` change succeeds enqueues the retry: the storage makes
 that change once, so two repairers never retry one trial twice.

@@ -12,7 +12,7 @@ storage, so building it per trial loses nothing.
 
 Grid and QMC sweeps are different: their points are a fixed sequence that every process must
 agree on, so they get the study seed unchanged. The grid's points are enqueued once when the study
-is created (:mod:`sweeps.study`), each exactly once; QMC indexes its sequence by a counter kept in
+is created (:mod:`sweeps.study.budget`), each exactly once; QMC indexes its sequence by a counter kept in
 the study (Optuna's ``QMCSampler``; two workers asking at the same instant can read the same index,
 which Optuna documents).
 """
@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeps.config import ConfigError, SweepConfig
 
 #: Mixed into each trial's sampler seed so that it differs from the trial's training seeds
-#: (``SeedSequence([seed, number])`` in :mod:`sweeps.objective`).
+#: (``SeedSequence([seed, number])`` in :mod:`sweeps.engine.objective`).
 SAMPLER_STREAM = 0x5A3
 
 

@@ -14,6 +14,7 @@ import time
 import warnings
 from typing import Any
 
+from sweeps import compat, names
 from sweeps.stores import is_journal, journal_storage
 
 _log = logging.getLogger("sweeps.storage")
@@ -22,8 +23,8 @@ _log = logging.getLogger("sweeps.storage")
 #: (YAML ``study.heartbeat_interval`` / ``study.heartbeat_grace``). Heartbeats come from a thread,
 #: not from epochs, so multi-minute epochs need no longer values; the grace is how long a lost
 #: worker's trial waits before it is failed and retried.
-HEARTBEAT_INTERVAL = 20
-HEARTBEAT_GRACE = 120
+from sweeps.config import HEARTBEAT_GRACE, HEARTBEAT_INTERVAL  # noqa: E402 - defined with the YAML fields
+
 
 def idle_in_transaction_timeout(heartbeat_interval: float) -> float:
     """Seconds after which PostgreSQL ends a sweeps connection idle inside a transaction: max(5, interval).
@@ -39,8 +40,27 @@ def idle_in_transaction_timeout(heartbeat_interval: float) -> float:
     return max(5.0, float(heartbeat_interval))
 
 
+#: Connections one process holds to the study's database (PostgreSQL, MySQL): one. The storage's calls are
+#: serialized within the process (a worker's loop and its heartbeat thread take turns on one lock; every
+#: transaction is short), so one connection serves them all. The connection budget of a fleet is then one
+#: per worker and one per launcher (docs/deployment.md, "Connection budget").
+POOL_SIZE = 1
+#: One more connection may open, and is closed as soon as it is returned: only while the storage is being
+#: opened (Optuna's schema check holds one connection while it asks for a second), once per process.
+POOL_OVERFLOW = 1
+#: Seconds a call waits for the process's connection; past that it fails transiently and is retried.
+POOL_TIMEOUT_S = 30.0
+
+
+def application_name(role: str) -> str:
+    """``sweeps <role> <host>:<pid>``: how a connection introduces itself to PostgreSQL (``pg_stat_activity``
+    shows who holds which connection; PgBouncer passes it on). At most 63 characters, PostgreSQL's limit."""
+    return f"sweeps {role} {names.worker_name()}"[:63]
+
+
 def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = HEARTBEAT_INTERVAL,
-                 heartbeat_grace: int = HEARTBEAT_GRACE, stale_trial_callback: Any = None) -> Any:
+                 heartbeat_grace: int = HEARTBEAT_GRACE, stale_trial_callback: Any = None,
+                 role: str = "client") -> Any:
     """Open an Optuna storage for ``url`` with the settings that make it safe for several workers.
 
     RDB storages (SQLite, PostgreSQL, MySQL) get Optuna's heartbeat (``heartbeat_interval`` and
@@ -49,6 +69,12 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
     and retry transient database errors (see :class:`RetryingRDBStorage`). PostgreSQL connections
     end a transaction left idle for :func:`idle_in_transaction_timeout` seconds (a stopped worker's
     locks would otherwise block the repair of its trial).
+
+    Server databases (PostgreSQL, MySQL): the process holds :data:`POOL_SIZE` connection (its threads take
+    turns on :attr:`call_lock`), checked before use (``pool_pre_ping``); PostgreSQL
+    connections carry ``application_name`` = :func:`application_name` of ``role`` (``worker``, ``launcher``,
+    ...). Through PgBouncer in transaction mode this works as is (no prepared statements, no session state
+    between transactions; PgBouncer must ignore the ``options`` startup parameter: docs/deployment.md).
     """
     import optuna
 
@@ -58,10 +84,16 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 30}}
     elif url.startswith(("postgresql", "mysql")):
-        engine_kwargs = {"pool_pre_ping": True}
-        if url.startswith("postgresql") and "options=" not in url:
-            ms = int(1000 * idle_in_transaction_timeout(heartbeat_interval))
-            engine_kwargs["connect_args"] = {"options": f"-c idle_in_transaction_session_timeout={ms}"}
+        engine_kwargs = {"pool_pre_ping": True, "pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW,
+                         "pool_timeout": POOL_TIMEOUT_S}
+        if url.startswith("postgresql"):
+            connect_args: dict[str, Any] = {}
+            if "application_name=" not in url:
+                connect_args["application_name"] = application_name(role)
+            if "options=" not in url:
+                ms = int(1000 * idle_in_transaction_timeout(heartbeat_interval))
+                connect_args["options"] = f"-c idle_in_transaction_session_timeout={ms}"
+            engine_kwargs["connect_args"] = connect_args
     kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
     if heartbeat:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=heartbeat_grace,
@@ -103,6 +135,14 @@ class StorageUnavailable(OSError):
 #: ``STORAGE_MAX_DELAY``) seconds between tries: about 20 s in all before :class:`StorageUnavailable`.
 STORAGE_RETRIES = 9
 STORAGE_MAX_DELAY = 5.0
+#: A database that refuses a connection because it has none left (PostgreSQL's ``max_connections``,
+#: PgBouncer's ``max_client_conn``) is not down: it is full. A worker then waits and tries again, every
+#: ``STORAGE_MAX_DELAY`` s at most, for up to this many seconds before :class:`StorageUnavailable` (others
+#: finish and free theirs; a worker never quits a study with work left because the database was full).
+STORAGE_FULL_WAIT_S = 600.0
+#: What PostgreSQL and PgBouncer say when they have no connection left.
+FULL_MESSAGES = ("too many clients", "remaining connection slots are reserved", "no more connections allowed",
+                 "too many connections")
 
 
 def is_transient(err: BaseException) -> bool:
@@ -117,8 +157,8 @@ def is_transient(err: BaseException) -> bool:
 
     seen = 0
     while err is not None and seen < 5:
-        if isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError)):
-            return True
+        if isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+            return True  # TimeoutError: the process's connection stayed busy for POOL_TIMEOUT_S
         if isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated:
             return True
         if isinstance(err, sa_exc.IntegrityError):
@@ -128,20 +168,39 @@ def is_transient(err: BaseException) -> bool:
     return False
 
 
-def with_retries(call: Any, *, what: str, retries: int = STORAGE_RETRIES, sleep: Any = time.sleep) -> Any:
-    """``call()``, retried on transient storage errors with exponential back-off."""
+def is_full(err: BaseException) -> bool:
+    """The database refused a connection because it has none left (:data:`FULL_MESSAGES`)."""
+    text = " ".join(str(e) for e in (err, err.__cause__, err.__context__) if e is not None).lower()
+    return any(message in text for message in FULL_MESSAGES)
+
+
+def with_retries(call: Any, *, what: str, retries: int = STORAGE_RETRIES, sleep: Any = time.sleep,
+                 full_wait_s: float = STORAGE_FULL_WAIT_S, clock: Any = time.monotonic) -> Any:
+    """``call()``, retried on transient storage errors with exponential back-off; a full database (no
+    connection left) is waited for up to ``full_wait_s`` seconds without using up the ``retries``."""
     delay = 0.1
-    for attempt in range(retries + 1):
+    attempt = 0
+    full_since: float | None = None
+    while True:
         try:
             return call()
         except Exception as err:  # noqa: BLE001 - filtered just below
             if not is_transient(err):
                 raise
-            if attempt == retries:
+            if is_full(err):
+                full_since = clock() if full_since is None else full_since
+                if clock() - full_since < full_wait_s:
+                    _log.warning("the study's database has no connection left (%s); waiting %.1f s: %s", what,
+                                 delay, _first_line(err))
+                    sleep(delay)
+                    delay = min(delay * 2, STORAGE_MAX_DELAY)
+                    continue
+            attempt += 1
+            if attempt > retries:
                 raise StorageUnavailable(f"the study's storage failed {retries + 1} times in a row ({what}): "
                                          f"{_first_line(err)}") from err
-            _log.log(logging.WARNING if attempt >= 2 else logging.DEBUG,  # one dropped connection is routine
-                     "storage error (%s), try %d of %d in %.1f s: %s", what, attempt + 1, retries + 1, delay,
+            _log.log(logging.WARNING if attempt >= 3 else logging.DEBUG,  # one dropped connection is routine
+                     "storage error (%s), try %d of %d in %.1f s: %s", what, attempt, retries + 1, delay,
                      _first_line(err))
             sleep(delay)
             delay = min(delay * 2, STORAGE_MAX_DELAY)
@@ -153,25 +212,38 @@ def _first_line(err: BaseException) -> str:
     return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
-#: The ``BaseStorage`` / ``BaseHeartbeat`` methods that talk to the database (all retried).
+#: The ``BaseStorage`` / ``BaseHeartbeat`` methods that talk to the database (all retried), and the private
+#: ones Optuna's _CachedStorage (which wraps every RDBStorage a study uses) calls on its backend
+#: (:data:`sweeps.compat.CACHED_BACKEND_METHODS`; a name this Optuna lacks is logged, see
+#: :func:`sweeps.compat.retried_storage_methods`).
 _RETRIED_METHODS = (
     "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
     "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
     "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
     "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
     "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
-    "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
-    # what Optuna's _CachedStorage (which wraps every RDBStorage a study uses) calls on its backend
-    "_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param",
-)
+    "get_best_trial", "record_heartbeat",
+) + compat.CACHED_BACKEND_METHODS
 
 
 def _retrying(name: str, method: Any) -> Any:
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return with_retries(lambda: method(self, *args, **kwargs), what=name)
+        with self.call_lock:  # one call at a time per process: one connection serves its threads
+            return with_retries(lambda: method(self, *args, **kwargs), what=name)
 
     return wrapper
+
+
+def _init_with_lock(init: Any) -> Any:
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        #: Held by every storage call (reentrant: Optuna's cache calls the backend inside a call); code that uses
+        #: the storage's session directly takes it too (:mod:`sweeps.engine.reports`).
+        self.call_lock = threading.RLock()
+        init(self, *args, **kwargs)
+
+    return __init__
 
 
 @functools.lru_cache(maxsize=None)
@@ -183,12 +255,13 @@ def _retrying_storage_class() -> type:
     ``pool_pre_ping`` replaces connections that died while idle; this covers the ones that die
     during a call. Retrying a write whose commit reached the server but whose answer was lost is
     safe for state changes (the worker reads the outcome back) and, for trial creation, can leave
-    one orphan RUNNING trial, which the repair pass fails and retries (:mod:`sweeps.repair`).
+    one orphan RUNNING trial, which the repair pass fails and retries (:mod:`sweeps.study.lost`).
     """
     from optuna.storages import RDBStorage
 
-    methods = {name: _retrying(name, getattr(RDBStorage, name)) for name in _RETRIED_METHODS
-               if hasattr(RDBStorage, name)}
+    methods = {name: _retrying(name, getattr(RDBStorage, name))
+               for name in compat.retried_storage_methods(RDBStorage, _RETRIED_METHODS)}
+    methods["__init__"] = _init_with_lock(RDBStorage.__init__)
     return type("RetryingRDBStorage", (RDBStorage,), methods)
 
 
@@ -248,21 +321,24 @@ def _sqlite_storage_class() -> type:
     class SQLiteRDBStorage(base):  # type: ignore[valid-type, misc]
         def __init__(self, url: str, **kwargs: Any) -> None:
             super().__init__(url, **kwargs)
-            event.listen(self.engine, "begin", _begin)
-            if self.engine.url.database not in (None, "", ":memory:"):
+            engine = compat.rdb_engine(self)
+            if engine is None:  # another Optuna: no hooks (logged)
+                return
+            event.listen(engine, "begin", _begin)
+            if engine.url.database not in (None, "", ":memory:"):
                 wal = sqlite_journal() == "wal"
                 mode = SQLITE_JOURNAL_MODE if wal else "DELETE"
-                self.engine.dispose()  # its own pooled connections would count as others when leaving WAL
+                engine.dispose()  # its own pooled connections would count as others when leaving WAL
                 try:
-                    with self.engine.connect() as conn:  # persistent: the file stays in this mode
+                    with engine.connect() as conn:  # persistent: the file stays in this mode
                         conn.exec_driver_sql("PRAGMA busy_timeout=1000")  # not the 30 s of a busy store
                         conn.exec_driver_sql(f"PRAGMA journal_mode={mode}")
                 except sa_exc.OperationalError as err:  # leaving WAL needs the only connection to the file
                     _log.warning("the study database %s keeps its journal mode (%s while another process has it "
-                                 "open: %s)", self.engine.url.database, mode, err.orig)
+                                 "open: %s)", engine.url.database, mode, err.orig)
                 if wal:
-                    event.listen(self.engine, "connect", _connect)
-                self.engine.dispose()  # no connection keeps the short busy timeout; new ones get the listener
+                    event.listen(engine, "connect", _connect)
+                engine.dispose()  # no connection keeps the short busy timeout; new ones get the listener
 
         def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
             _IMMEDIATE.on = True

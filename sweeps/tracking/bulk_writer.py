@@ -33,9 +33,12 @@ queued). Table and column names come from MLflow's own models (``SqlMetric``, ``
 
 Guard (this writes into MLflow's schema, an internal): :meth:`BulkWriter.for_uri` returns a writer
 only for ``sqlite`` and ``postgresql`` URIs whose Alembic revision is one of
-:data:`sweeps.query.database.SCHEMA_REVISIONS` (the revisions the statements were written and tested
-against); anywhere else (another MLflow schema, MySQL, an HTTP tracking server) it returns None and the
-tracker uses MLflow's client, the public API.
+:data:`sweeps.compat.SCHEMA_REVISIONS` (the revisions the statements were written and tested
+against) and only where the installed MLflow has the ORM models named above
+(:func:`sweeps.compat.mlflow_sql_tables`); anywhere else (another MLflow schema, MySQL, an HTTP
+tracking server) it returns None and the tracker uses MLflow's client, the public API. Another schema
+or MLflow (not MySQL, not a server) is logged as a WARNING, once: every trial is then about 10x
+slower to track.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sweeps.compat import SCHEMA_REVISIONS, schema_revision
+from sweeps import compat
 from sweeps.stores import read_only_connection, require_sqlite_file, scheme, sqlite_engine, sqlite_path
 
 _log = logging.getLogger("sweeps.bulk_writer")
@@ -72,16 +75,17 @@ def sanitize(value: float) -> tuple[bool, float]:
 class BulkWriter:
     """Writes a run's metrics, params, tags and end straight into the tracking database (module docstring)."""
 
-    def __init__(self, engine: Any, kind: str) -> None:
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
-
+    def __init__(self, engine: Any, kind: str, tables: dict[str, Any] | None = None) -> None:
+        tables = tables or compat.mlflow_sql_tables()
+        if tables is None:
+            raise RuntimeError("the installed MLflow's ORM models are unavailable (sweeps.compat.mlflow_sql_tables)")
         self._engine = engine
         self._kind = kind
-        self._metrics = SqlMetric.__table__
-        self._latest = SqlLatestMetric.__table__
-        self._runs = SqlRun.__table__
-        self._params = SqlParam.__table__
-        self._tags = SqlTag.__table__
+        self._metrics = tables["SqlMetric"]
+        self._latest = tables["SqlLatestMetric"]
+        self._runs = tables["SqlRun"]
+        self._params = tables["SqlParam"]
+        self._tags = tables["SqlTag"]
         if kind == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
         else:
@@ -97,16 +101,18 @@ class BulkWriter:
         try:
             require_sqlite_file(tracking_uri)  # an in-memory store is private to MLflow's own engine
             with read_only_connection(tracking_uri) as conn:  # the revision is read without a write lock
-                revision = schema_revision(conn)
-            if revision not in SCHEMA_REVISIONS:
-                _log.info("bulk writes off: MLflow's database is at schema revision %r, not one of %s; "
-                          "runs are written through MlflowClient", revision, sorted(SCHEMA_REVISIONS))
+                revision = compat.schema_revision(conn)
+            if not compat.schema_supported(revision, "bulk writer", "bulk writes are off, runs are written through "
+                                           "MlflowClient (about 10x slower per trial)"):
+                return None
+            tables = compat.mlflow_sql_tables()
+            if tables is None:  # logged by compat
                 return None
             engine = _engine(tracking_uri, kind)
         except Exception as err:  # noqa: BLE001 - no bulk path, the public API still works
             _log.info("bulk writes off for %s (%s: %s)", tracking_uri, type(err).__name__, err)
             return None
-        return cls(engine, "sqlite" if kind == "sqlite" else "postgresql")
+        return cls(engine, "sqlite" if kind == "sqlite" else "postgresql", tables)
 
     @staticmethod
     def handles(tags: Any) -> bool:

@@ -35,7 +35,7 @@ def write(folder: Path, net: Any, history: list[dict[str, float]], params: dict[
             nnio.export_network2(net, folder / "network2.json")
         except ValueError:
             pass  # network2.py cannot represent this net (softmax or non-sigmoid hidden layers)
-    if plots:  # matplotlib needs ~0.3 s a figure: see sweeps.trial_plots
+    if plots:  # matplotlib needs ~0.3 s a figure: see sweeps.report.trial_plots
         from sweeps.plots import figures as figs
         from sweeps.plots.figures import trial_figures
 

@@ -13,7 +13,7 @@ Layout (what :mod:`sweeps.query` reads back; tag names in :mod:`sweeps.names`):
   every epoch at once), several epochs in one call when epochs are fast (MLflow's SQL store spends
   ~7 ms per call whatever its size, longer than a digits epoch).
   On a SQLite or PostgreSQL store a run's queued metrics, params, tags and end are written in one
-  transaction (:mod:`sweeps.bulk_writer`: the rows MLflow's client would store, ~10x faster than its
+  transaction (:mod:`sweeps.tracking.bulk_writer`: the rows MLflow's client would store, ~10x faster than its
   ORM path); to a tracking server they go through ``log_batch`` and ``set_terminated``.
 
 Delivery (the tracking server may go away):
@@ -36,7 +36,7 @@ Delivery (the tracking server may go away):
   token, and a try after a failed one first looks for a run with that token (the server may have
   created it and only its answer was lost). A run created anyway (a hung server may hold the
   request and carry it out after the lookup) never receives data; the repair pass deletes it
-  (:func:`sweeps.repair.close_runs`).
+  (:func:`sweeps.engine.reconcile.close_runs`).
 
 Optuna state -> MLflow run status: COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED
 (and a run interrupted by a signal -> KILLED with ``sweeps.state=FAIL``).
@@ -59,12 +59,23 @@ from mlflow.tracking import MlflowClient
 
 _log = logging.getLogger("sweeps.tracking")
 
-from sweeps.stores import TrackingUnavailable  # noqa: F401 - raised here too
-from sweeps.names import RUN_STATUS, TAG_ATTEMPT, TAG_PARENT, TAG_REASON, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL_NUMBER
+from sweeps.names import (
+    ROLE_STUDY,
+    ROLE_TRIAL,
+    RUN_KILLED,
+    RUN_RUNNING,
+    RUN_STATUS,
+    STATE_FAIL,
+    TAG_ATTEMPT,
+    TAG_PARENT,
+    TAG_REASON,
+    TAG_ROLE,
+    TAG_STATE,
+    TAG_STUDY,
+    TAG_TRIAL_NUMBER,
+)
+from sweeps.stores import FLUSH_INTERVAL_S, TRACKING_OUTAGE_S, TrackingUnavailable  # noqa: F401 - raised here too
 
-# Short aliases kept for callers of earlier versions.
-ROLE, STUDY, TRIAL_NUMBER, STATE, REASON, PARENT = TAG_ROLE, TAG_STUDY, TAG_TRIAL_NUMBER, TAG_STATE, TAG_REASON, \
-    TAG_PARENT
 #: Longest wait between two delivery tries while the tracking store fails: 30 s after tries that
 #: timed out (a hung server costs a timeout per try), 5 s after tries refused at once (a server
 #: that is down costs nothing to ask, and the data then goes out at most 5 s after it is back).
@@ -135,7 +146,7 @@ class Tracker:
     """All MLflow writes of a sweep: a client, the experiment id and the runs' outboxes."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_location: str | None = None, *,
-                 flush_interval: float = 1.0, outage_s: float = 300.0, bulk: bool = True,
+                 flush_interval: float = FLUSH_INTERVAL_S, outage_s: float = TRACKING_OUTAGE_S, bulk: bool = True,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.tracking_uri = tracking_uri
         self.flush_interval = flush_interval
@@ -151,7 +162,7 @@ class Tracker:
         self.experiment_name = experiment_name
         self.experiment_id = self._until_delivered(lambda: self._experiment(artifact_location),
                                                    what=f"finding the experiment {experiment_name!r}")
-        #: Writes runs straight into a SQLite/PostgreSQL store (:mod:`sweeps.bulk_writer`), ~10x faster than
+        #: Writes runs straight into a SQLite/PostgreSQL store (:mod:`sweeps.tracking.bulk_writer`), ~10x faster than
         #: MLflow's client; None (the client) for a tracking server, another schema or ``bulk=False``.
         self.bulk_writer = None
         if bulk:
@@ -178,13 +189,13 @@ class Tracker:
         """The study's parent run: reused when resuming, created (with ``params``) otherwise."""
         found = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{TAG_ROLE}` = 'study' and tags.`{TAG_STUDY}` = '{study_name}'", max_results=1)
+            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = '{study_name}'", max_results=1)
         if found:
             run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
+            self.client.update_run(run_id, status=RUN_RUNNING)
             return run_id
         run = self.client.create_run(self.experiment_id, run_name=study_name,
-                                     tags={TAG_ROLE: "study", TAG_STUDY: study_name})
+                                     tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name})
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
@@ -196,7 +207,7 @@ class Tracker:
         Raises :class:`TrackingUnavailable` after ``outage_s`` seconds of transient failures.
         """
         token = uuid.uuid4().hex
-        tags = {TAG_PARENT: parent_run_id, TAG_ROLE: "trial", TAG_STUDY: study_name,
+        tags = {TAG_PARENT: parent_run_id, TAG_ROLE: ROLE_TRIAL, TAG_STUDY: study_name,
                 TAG_TRIAL_NUMBER: str(trial_number), TAG_ATTEMPT: token}
         tried = False
 
@@ -328,10 +339,12 @@ class Tracker:
 
     def finish(self, run_id: str, state: str, reason: str = "", *, status: str | None = None,
                should_stop: Callable[[], bool] = lambda: False) -> None:
-        """Send the run's last epochs with its ``sweeps.state``/``sweeps.reason`` tags, then end it.
+        """Send the run's last epochs with its ``sweeps.state``/``sweeps.reason`` tags, then end it: the one way a
+        run of a sweep ends (trial runs, duplicates in :meth:`discard_run`, the study's parent run).
 
-        Retried through an outage for up to ``outage_s`` s; then :class:`TrackingUnavailable`, with
-        the run left queued (:meth:`drain` and later tries still deliver it).
+        ``status``: the MLflow status (default: :data:`~sweeps.names.RUN_STATUS` of ``state``). Retried through an
+        outage for up to ``outage_s`` s, or one try when ``should_stop()`` is true; then :class:`TrackingUnavailable`,
+        with the run left queued (:meth:`drain` and later tries still deliver it).
         """
         box = self._outbox.setdefault(run_id, _Outbox())
         box.tags[TAG_STATE] = state
@@ -383,15 +396,15 @@ class Tracker:
     def discard_run(self, run_id: str, reason: str) -> None:
         """End a run that must not be read (a duplicate) KILLED with ``reason``, then delete it.
 
-        One try; a transient failure raises (the next repair pass tries again).
+        One try; a transient failure raises :class:`TrackingUnavailable` (the next repair pass tries again).
         """
-        self.client.log_batch(run_id, tags=[RunTag(TAG_STATE, "FAIL"), RunTag(TAG_REASON, _param_text(reason))])
-        self.client.set_terminated(run_id, status="KILLED")
+        self.finish(run_id, STATE_FAIL, reason, status=RUN_KILLED, should_stop=lambda: True)
         self.client.delete_run(run_id)
         self._outbox.pop(run_id, None)
 
     def running_trial_runs(self) -> list[Any]:
         """Trial runs still marked RUNNING in this experiment."""
         return self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'trial' and attributes.status = 'RUNNING'",
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}' and attributes.status = '{RUN_RUNNING}'",
             max_results=10_000)

@@ -105,6 +105,34 @@ def test_import_scan_detects_third_party_imports():
     assert _bad_imports(source) == ["line 5: pandas", "line 7: sklearn", "line 11: matplotlib"]
 
 
+#: nncore never imports sweeps (nothing flows back up), and only sweeps/ imports Optuna and MLflow: not even
+#: lazily inside an nncore function.
+NEVER_IN_NNCORE = ("sweeps", "optuna", "mlflow")
+
+
+def _every_import(source: str) -> list[tuple[int, str]]:
+    """(line, top-level module name) of every absolute import: function bodies and ``if TYPE_CHECKING`` too."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name.split(".")[0]) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+    return sorted(found)
+
+
+def test_no_nncore_module_imports_sweeps_optuna_or_mlflow_even_lazily():
+    bad = [f"{p.relative_to(NNCORE_DIR).as_posix()}:{line}: {name}" for p in SOURCES
+           for line, name in _every_import(p.read_text(encoding="utf-8")) if name in NEVER_IN_NNCORE]
+    assert bad == [], f"nncore imports none of {NEVER_IN_NNCORE}: {bad}"
+
+
+def test_the_full_scan_sees_lazy_and_type_checking_imports():
+    source = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from mlflow.entities import Run\n"
+              "def f():\n    import optuna.trial\nfrom . import costs\n")
+    assert _every_import(source) == [(1, "typing"), (3, "mlflow"), (5, "optuna")]
+
+
 def test_nncore_sources_found():
     names = {p.relative_to(NNCORE_DIR).as_posix() for p in SOURCES}
     assert {"__init__.py", "network.py", "train.py", "datasets.py", "checks.py", "encoding.py",

@@ -11,8 +11,16 @@ import pytest
 
 from nncore import checks
 from nncore.checks import (
-    check_choice, check_float_dtype, check_instance, check_int, check_int_sequence, check_real, describe_range,
-    invalid, is_int, is_real,
+    check_choice,
+    check_float_dtype,
+    check_instance,
+    check_int,
+    check_int_sequence,
+    check_real,
+    describe_range,
+    invalid,
+    is_int,
+    is_real,
 )
 
 

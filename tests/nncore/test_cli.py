@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from nncore import metric_names
-from nncore.records import EPOCH_CHANGE_FIELDS
 from nncore.cli import build_parser, main, run
+from nncore.records import EPOCH_CHANGE_FIELDS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

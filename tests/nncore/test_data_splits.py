@@ -8,7 +8,6 @@ import pytest
 from nncore.data.errors import DatasetError
 from nncore.data.splits import Dataset, Split, build_split, make_splits, one_hot, scale_divisor
 
-
 # ---------------------------------------------------------------------------
 # containers
 # ---------------------------------------------------------------------------

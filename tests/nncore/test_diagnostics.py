@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from diagnostics_cases import SIZES, by_code, facts, hist, one, run, tiny_run
 
 from nncore import Network, TrainConfig, train
 from nncore import diagnostics as dg
 from nncore.diagnostics import RunFacts, diagnose, history_table
-from diagnostics_cases import SIZES, by_code, facts, hist, one, run, tiny_run
 
 
 def test_diagnose_rejects_bad_input():

@@ -7,11 +7,10 @@ import math
 
 import numpy as np
 import pytest
+from diagnostics_cases import SIZES, by_code, hist, one, run
 
 from nncore import diagnostics as dg
 from nncore.diagnostics import summarize
-from diagnostics_cases import SIZES, by_code, hist, one, run
-
 
 # -- penalty_driven_growth ------------------------------------------------------------------------
 

@@ -6,11 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from diagnostics_cases import facts, tiny_run
 
 from nncore import diagnostics as dg
 from nncore.diagnostics import Finding, RunFacts, history_table
-from diagnostics_cases import facts, tiny_run
-
 
 # -- RunFacts and input validation ------------------------------------------------------------------
 

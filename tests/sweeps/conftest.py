@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
-import threading
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -154,7 +154,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
 
 
 class RecordingTracker:
-    """A recording stand-in for sweeps.tracking.Tracker (what the worker loop and the objective call)."""
+    """A recording stand-in for sweeps.tracking.tracker.Tracker (what the worker loop and the objective call)."""
 
     def __init__(self) -> None:
         self.epochs: dict[str, list[tuple[int, dict[str, float]]]] = {}
@@ -205,8 +205,8 @@ def run_in_process(changes: dict[str, Any], population: int, **loop_kw: Any) -> 
     from sweeps.config import parse_config
     from sweeps.engine.data import load_data
     from sweeps.engine.objective import Objective
-    from sweeps.study.samplers import build_pruner, build_sampler, grid_points
     from sweeps.engine.worker import _Loop
+    from sweeps.study.samplers import build_pruner, build_sampler, grid_points
 
     raw = _merge(BASE_CONFIG, copy.deepcopy(changes))
     raw["study"]["population"] = population

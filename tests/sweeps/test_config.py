@@ -1,6 +1,6 @@
 """Sweep YAML validation (``sweeps.config``): every error names the field.
 
-The same errors through the command line (exit code 2, nothing created) are in ``test_cli.py``.
+The same errors through the command line (exit code 2, nothing created) are in ``cli/test_commands.py``.
 """
 
 from __future__ import annotations
@@ -199,3 +199,16 @@ def test_fingerprint_has_the_batch_order_only_when_common(sw, tmp_path: Path) ->
     common = load_config(sw.write_config(tmp_path))
     assert common.fingerprint() != before
     assert load_config(sw.write_config(tmp_path, {"study": {"population": 8}})).fingerprint() == common.fingerprint()
+
+
+def test_a_storage_opened_without_heartbeat_settings_beats_like_a_config_without_them() -> None:
+    """``open_storage``'s own defaults (callers without a config) are the YAML's defaults."""
+    import inspect
+
+    from sweeps.config import parse_config
+    from sweeps.study.storage import open_storage
+
+    study = parse_config({"name": "defaults"}).study
+    params = inspect.signature(open_storage).parameters
+    assert (params["heartbeat_interval"].default, params["heartbeat_grace"].default) == \
+        (study.heartbeat_interval, study.heartbeat_grace)

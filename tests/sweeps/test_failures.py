@@ -2,7 +2,7 @@
 
 Afterwards nothing may be RUNNING, in Optuna or in MLflow, and finished trials must be intact.
 Every test runs ``sweeps run`` in a subprocess (which spawns workers): the module is ``slow``. What the
-launcher repairs afterwards, in process, is tested in ``test_repair.py``.
+launcher repairs afterwards, in process, is tested in ``engine/test_reconcile.py``.
 """
 
 from __future__ import annotations
@@ -243,8 +243,56 @@ def test_sigterm_interrupts_running_trials_and_keeps_finished_ones(sw, tmp_path:
                 if "training started" not in t.user_attrs["reason"]:  # the signal came while the run was set up
                     assert len(t.intermediate_values) >= 1, t.user_attrs
     assert interrupted >= 1
+    assert_retried_with_its_point(study)
     assert_nothing_running(sw, tmp_path)
     assert not worker_pids(proc.pid)
+
+
+def assert_retried_with_its_point(study: optuna.Study) -> None:
+    """Every trial stopped by the signal (FAIL "interrupted") was put back: a WAITING copy with its parameters, and
+    the stopped trial no longer counts (``counts_of``: RETRIED, not FAIL)."""
+    from sweeps.study.budget import counts_of
+
+    trials = study.trials
+    stopped = [t for t in trials if t.state.name == "FAIL"]
+    assert stopped and all(t.user_attrs["reason"].startswith("interrupted") for t in stopped), \
+        [t.user_attrs for t in stopped]
+    for t in stopped:
+        [copy] = [r for r in trials if r.user_attrs.get("retry_of") == t.number]
+        assert copy.state.name == "WAITING" and copy.params == t.params, (copy.state, copy.params, t.params)
+    counts = counts_of(study)
+    assert counts["FAIL"] == 0 and counts["RETRIED"] == len(stopped), counts
+
+
+def test_a_sigtermed_trial_is_retried_and_the_resumed_study_counts_exactly_n_trials(sw, tmp_path: Path) -> None:
+    """A scheduler's stop (SIGTERM) loses no point: the running trial ends FAIL "interrupted" (run KILLED) with a
+    WAITING copy of its parameters; resuming the sweep runs that copy, and the study ends with exactly n_trials
+    counted trials, all COMPLETE, the stopped one not among them."""
+    _prepare_long_study(sw, tmp_path, [2, 3000], workers=1, n_trials=2)
+    proc = sw.popen_cli(["run", "cfg.yaml", "-q", "--no-artifacts"], tmp_path)
+    try:
+        def long_one_running() -> Any:
+            running = [t for t in sw.load_study(tmp_path).trials if t.state.name == "RUNNING"]
+            return running[0] if running and running[0].params.get("epochs") == 3000 \
+                and len(running[0].intermediate_values) >= 2 else None
+
+        stopped = sw.wait_for(long_one_running, 90, "the 3000-epoch trial past epoch 2", interval=0.05, proc=proc)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=90) == 130, _log(tmp_path)
+    finally:
+        _stop(proc)
+    assert_retried_with_its_point(sw.load_study(tmp_path))
+    resumed = sw.run_cli(["run", "cfg.yaml", "-q", "--no-artifacts"], tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    from sweeps.study.budget import counts_of
+
+    study = sw.load_study(tmp_path)
+    counts = counts_of(study)
+    assert counts["COMPLETE"] == 2 and counts["RETRIED"] == 1 and counts["FAIL"] == counts["WAITING"] == 0, counts
+    [copy] = [t for t in study.trials if t.user_attrs.get("retry_of") == stopped.number]
+    assert copy.state.name == "COMPLETE" and copy.params == stopped.params
+    assert len(copy.intermediate_values) == 3000
+    assert_nothing_running(sw, tmp_path)
 
 
 def test_killed_worker_fails_its_trial_retries_it_and_reports_it(sw, tmp_path: Path) -> None:
@@ -297,7 +345,8 @@ def test_killed_worker_fails_its_trial_retries_it_and_reports_it(sw, tmp_path: P
 
 def test_sigterm_to_a_population_worker_fails_every_running_member(sw, tmp_path: Path) -> None:
     """One worker runs a population of 3: the 2-epoch member completes (told while the others train), then
-    SIGTERM: both 3000-epoch members FAIL "interrupted", their runs KILLED; nothing is left RUNNING."""
+    SIGTERM: both 3000-epoch members FAIL "interrupted", their runs KILLED, each put back as a WAITING copy;
+    nothing is left RUNNING."""
     _prepare_long_study(sw, tmp_path, [2, 3000, 3000], workers=1, n_trials=3, population=3, only_epochs_searched=True)
     proc = sw.popen_cli(["run", "cfg.yaml", "-q", "--no-artifacts"], tmp_path)
     try:
@@ -318,10 +367,13 @@ def test_sigterm_to_a_population_worker_fails_every_running_member(sw, tmp_path:
     _, runs = trial_runs(sw, tmp_path)
     by_trial = {int(r.data.tags["sweeps.trial_number"]): r for r in runs.values()}
     states = sorted(t.state.name for t in study.trials)
-    assert states == ["COMPLETE", "FAIL", "FAIL"], states
-    workers = {t.user_attrs["worker"] for t in study.trials}
+    assert states == ["COMPLETE", "FAIL", "FAIL", "WAITING", "WAITING"], states  # the two stopped, put back
+    workers = {t.user_attrs["worker"] for t in study.trials if t.state.name != "WAITING"}
     assert len(workers) == 1  # one worker held all three
+    assert_retried_with_its_point(study)
     for t in study.trials:
+        if t.state.name == "WAITING":
+            continue
         run = by_trial[t.number]
         if t.state.name == "COMPLETE":
             assert t.params["epochs"] == 2 and run.info.status == "FINISHED"

@@ -22,7 +22,6 @@ from sweeps.config import parse_config
 from sweeps.stores import resolve_locations
 from sweeps.study.storage import open_storage
 
-
 #: Loggers our code must leave alone. Not "alembic": Optuna's RDBStorage sets it to WARNING itself
 #: every time one is opened (optuna/storages/_rdb/storage.py, _VersionManager), whoever opens it.
 LOGGERS = ("mlflow", "optuna", "sweeps")

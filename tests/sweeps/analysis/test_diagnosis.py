@@ -1,11 +1,12 @@
-"""sweeps.diagnostics: a trial's params to RunFacts, findings to MLflow tags and JSON, the study report."""
+"""sweeps.analysis.diagnosis: a trial's params to RunFacts, findings to MLflow tags and JSON, the study report.
+
+Rendering them: test_render.py."""
 
 from __future__ import annotations
 
 import json
 import math
 
-import numpy as np
 import pytest
 
 from nncore.diagnostics import Finding, RunFacts
@@ -90,25 +91,6 @@ def test_study_markdown_shows_counts_the_best_trial_and_the_scaling_table():
     assert "Not analysed" in dg.study_markdown(minimizing)
 
 
-def test_explanations_render_as_text_and_json():
-    from io import StringIO
-
-    from rich.console import Console
-
-    from sweeps.analysis import render as explain
-
-    trials = (explanation(0, 1.0, 10, 500, 0.90, findings()), explanation(1, 4.0, 10, 2000, float("nan")))
-    exp = dg.StudyExplanation("s", "eval/accuracy", "maximize", trials, None)
-    out = StringIO()
-    explain.render_study(exp, Console(file=out, width=200, color_system=None))
-    text = out.getvalue()
-    assert "penalty_driven_growth, norm_equilibrium" in text  # most severe first
-    assert "not analysed" in text
-    out = StringIO()
-    explain.render_trial(trials[0], Console(file=out, width=200, color_system=None))
-    lines = out.getvalue().splitlines()
-    assert lines[1].strip().startswith("warning penalty_driven_growth: the total rose by 0.1")
-    assert [ln.split()[0] for ln in lines[1:]] == ["warning", "notice", "info"]
-    doc = json.loads(explain.to_json(exp))
-    assert doc["trials"][1]["value"] is None and doc["code_counts"]["norm_equilibrium"] == 1
-    assert np.isnan(trials[1].value)
+def test_diagnose_gives_none_instead_of_failing(caplog) -> None:
+    assert dg.diagnose_trial(7, [{"train/total_loss": 1.0}], [1], {}) is None
+    assert "trial 7: no diagnosis" in caplog.text

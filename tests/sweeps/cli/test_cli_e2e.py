@@ -9,7 +9,7 @@ Module layout (each CLI call is a subprocess in a temporary directory):
 * the other tests use their own directories.
 
 Every test starts ``sweeps`` subprocesses (and they spawn workers): the whole module is ``slow``.
-The CLI's in-process behaviour (validate, bad input, status, best, gradcheck) is in ``test_cli.py``.
+The CLI's in-process behaviour (validate, bad input, status, best, gradcheck) is in ``test_commands.py``.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def test_child_params(swept) -> None:
 
 
 def _ranked_complete(snap: dict[str, Any]) -> list[Any]:
-    """COMPLETE trials, best first (ties: lower number first): the order ``sweeps.trial_plots`` ranks them in."""
+    """COMPLETE trials, best first (ties: lower number first): the order ``sweeps.report.trial_plots`` ranks them in."""
     import optuna
 
     sign = -1.0 if snap["direction"] == optuna.study.StudyDirection.MAXIMIZE else 1.0

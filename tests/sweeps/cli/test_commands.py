@@ -104,8 +104,13 @@ def test_validate_a_duplicate_key_names_it_and_its_line(cli, tmp_path: Path) -> 
     assert r.exit_code == 2 and "duplicate key 'name' at line 3" in r.stderr, describe(r)
 
 
-def test_examples_exist() -> None:
-    assert EXAMPLES, "examples/*.yaml is empty"
+def test_the_examples_are_the_ones_the_readme_presents() -> None:
+    """The parametrized test below validates every file in examples/; the README names them: an example
+    added without a word there, or one the README names that is gone, fails here."""
+    named = set(re.findall(r"examples/([\w.-]+\.yaml)", (REPO / "README.md").read_text(encoding="utf-8")))
+    assert named == {p.name for p in EXAMPLES}
+    studies = [yaml.safe_load(p.read_text())["name"] for p in EXAMPLES]
+    assert len(set(studies)) == len(studies), f"two examples share a study name: {studies}"
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -425,3 +430,26 @@ def test_run_population_flag_is_validated_before_anything_is_created(sw, cli, tm
     r = cli("run", "cfg.yaml", "--population", "0", "-q")
     assert r.exit_code == 2 and "--population" in r.stderr, describe(r)
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_every_choice_is_the_tuple_that_defines_its_values() -> None:
+    """A click.Choice lists what the code accepts: the tuple the values are defined by, never a copy."""
+    import click
+
+    from nncore.activations import ACTIVATIONS
+    from nncore.costs import COSTS
+    from nncore.regularizers import CONVENTIONS, PENALTIES
+    from sweeps import query
+    from sweeps.cli import commands
+    from sweeps.stores import TRIAL_ARTIFACTS
+
+    defined_by = {("run", "artifacts"): TRIAL_ARTIFACTS,
+                  ("trials", "fmt"): commands.FORMATS, ("history", "fmt"): commands.FORMATS,
+                  ("history", "method"): query.METHODS, ("explain", "method"): query.METHODS,
+                  ("plots", "method"): query.METHODS,
+                  ("gradcheck", "cost"): COSTS, ("gradcheck", "activation"): ACTIVATIONS,
+                  ("gradcheck", "penalty"): PENALTIES, ("gradcheck", "convention"): CONVENTIONS}
+    choices = {(name, p.name): tuple(p.type.choices) for name, command in main.commands.items()
+               for p in command.params if isinstance(p.type, click.Choice)}
+    assert choices == {key: tuple(values) for key, values in defined_by.items()}
+    assert query.METHODS == ("auto", *query.READERS)  # "auto" and one per backend

@@ -1,4 +1,4 @@
-"""The objective (``sweeps.objective``): one trial = one nncore training.
+"""The objective (``sweeps.engine.objective``): one trial = one nncore training.
 
 * it asks the pruner only where it could answer "prune", with the same decisions;
 * epoch 0 (the initial network) goes to MLflow at step 0, never to Optuna, and counts as no epoch;
@@ -24,7 +24,7 @@ import pytest
 
 import nncore
 from sweeps.config import parse_config
-from sweeps.engine.data import load_data, trial_data
+from sweeps.engine.data import load_data
 from sweeps.engine.objective import Objective, lmbda_equivalents_exact, monitor_mode, trial_params
 from sweeps.study.samplers import build_pruner
 
@@ -218,18 +218,6 @@ def test_searched_n_train_trains_on_nested_prefixes_with_one_eval_set(sw, monkey
         assert params["n_train"] == n and params["n_eval"] == 200
         assert params["lmbda_as_per_batch"] == pytest.approx(params["lmbda"] * 30 / n)  # alpha = lmbda*m/n
         assert params["lmbda_equivalents_exact"] is (n % 30 == 0)
-
-
-def test_trial_data_is_a_prefix_and_checks_its_range(sw) -> None:
-    cfg = parse_config(sw.BASE_CONFIG)
-    data = load_data(cfg.data, cfg.seed)
-    small = trial_data(data, 40)
-    assert small.train.n == 40 and small.eval is data.eval
-    np.testing.assert_array_equal(small.train.labels, data.train.labels[:40])
-    assert trial_data(data, data.train.n) is data
-    for bad in (0, data.train.n + 1, 2.5, True):
-        with pytest.raises(ValueError, match=r"n_train must be an int in \[1, 300\]"):
-            trial_data(data, bad)
 
 
 def test_batch_size_above_the_searched_n_train_fails_the_trial_with_a_clear_reason(sw) -> None:

@@ -1,4 +1,4 @@
-"""Pruning a population (``sweeps.pruning.PopulationPruner``): the study pruner's own decisions, from one study
+"""Pruning a population (``sweeps.engine.pruning.PopulationPruner``): the study pruner's own decisions, from one study
 read per population epoch instead of one per member per epoch.
 
 Oracle: what ``trial.should_prune()`` computes (the study's pruner on the trial as stored) asked at the same moment
@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 import pytest
 
+from sweeps import compat
 from sweeps.engine import pruning, reports
 from sweeps.engine.pruning import PopulationPruner
 
@@ -23,8 +24,15 @@ PRUNERS = {
 }
 
 
-@pytest.mark.parametrize("pruner", sorted(PRUNERS))
-def test_every_decision_equals_trial_should_prune(sw, monkeypatch, pruner: str) -> None:
+#: (pruner, view): the snapshot view for every pruner; compat's fallback (no view: the study itself) for the pruners
+#: that write nothing (the rung-writing ones would see the oracle's rung here: see the successive halving test below).
+CASES = [(p, "snapshot") for p in sorted(PRUNERS)] + [("median", "study"), ("percentile", "study")]
+
+
+@pytest.mark.parametrize("pruner, view", CASES)
+def test_every_decision_equals_trial_should_prune(sw, monkeypatch, pruner: str, view: str) -> None:
+    if view == "study":
+        monkeypatch.setattr(compat, "snapshot_study", lambda *args: None)
     decisions: list[tuple[int, int, bool, bool]] = []
     pruners: list[PopulationPruner] = []
     real = PopulationPruner.should_prune
@@ -61,6 +69,7 @@ def test_every_decision_equals_trial_should_prune(sw, monkeypatch, pruner: str) 
     # one study read per population epoch at most (not one per member per epoch)
     for p in pruners:
         assert p.reads <= 6, p.reads
+        assert (p.view is None) == (view == "study")
     assert len({(n, e) for n, e, *_ in decisions}) == len(decisions)
 
 
@@ -86,3 +95,51 @@ def test_the_snapshot_mirrors_reports_and_tells_without_reading(sw) -> None:
     view.report(c, 0.92, 1)
     assert bool(c.should_prune()) == bool(view.should_prune(c, 1))
     assert view.reads == 1
+
+
+def _halving_study() -> tuple[Any, optuna.Study]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction="maximize",
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
+    for final in (0.5, 0.6, 0.7, 0.8):
+        done = study.ask()
+        for step in range(1, 7):
+            done.report(final * step / 6, step)
+        study.tell(done, final)
+    return storage, study
+
+
+@pytest.mark.parametrize("view", ["snapshot", "study"])
+def test_successive_halving_decisions_and_rungs_equal_trial_should_prune(monkeypatch, view: str) -> None:
+    """Two twin studies: the oracle's members ask ``trial.should_prune()``, the other's a PopulationPruner (its
+    snapshot view, or compat's fallback without one): the same decisions, the same rungs stored."""
+    if view == "study":
+        monkeypatch.setattr(compat, "snapshot_study", lambda *args: None)
+    _, oracle = _halving_study()
+    storage, viewed = _halving_study()
+    population = PopulationPruner(viewed, storage, refresh_s=1e9)  # one read: the rungs come from its own writes
+    assert (population.view is None) == (view == "study")
+    curves = [[0.2 * s for s in range(1, 7)], [0.1, 0.2, 0.3, 0.35, 0.4, 0.5], [0.05, 0.05, 0.05, 0.1, 0.1, 0.1]]
+    twins = [(oracle.ask(), viewed.ask()) for _ in curves]
+    decisions, pruned = [], set()
+    for step in range(1, 7):
+        for i, (a, b) in enumerate(twins):
+            if i in pruned:
+                continue
+            value = curves[i][step - 1]
+            a.report(value, step)
+            b.report(value, step)
+            population.report(b, value, step)
+            decisions.append((i, step, a.should_prune(), population.should_prune(b, step)))
+            if decisions[-1][2]:
+                pruned.add(i)
+    assert [d for d in decisions if d[2] != d[3]] == []
+    assert pruned and len(pruned) < len(curves)  # real decisions, both ways
+
+    def rungs(study: optuna.Study) -> list[dict[str, Any]]:
+        return [{k: v for k, v in t.system_attrs.items() if k.startswith("completed_rung")}
+                for t in study.trials[-len(curves):]]
+
+    assert rungs(viewed) == rungs(oracle)
+    assert any(len(r) > 1 for r in rungs(oracle))  # past the first rung

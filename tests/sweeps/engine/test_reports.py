@@ -1,4 +1,4 @@
-"""sweeps.reports: a population's intermediate values, written in batches.
+"""sweeps.engine.reports: a population's intermediate values, written in batches.
 
 Oracle: the same values reported with ``trial.report`` into a second study (what the single-trial path stores),
 on the SQLite study storage (one transaction per flush) and on storages without the batch (journal file, an
@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy import event
 
-from sweeps.engine import reports
+from sweeps import compat
 from sweeps.engine.reports import ReportBuffer, set_intermediate_values
 from sweeps.study.storage import open_storage
 
@@ -119,13 +119,17 @@ def test_a_trial_finished_elsewhere_keeps_its_error_and_the_others_values_go_in(
 
 
 @pytest.mark.parametrize("kind", ["journal", "unknown-optuna"])
-def test_storages_without_the_batch_get_one_call_per_value(scratch, monkeypatch, kind: str) -> None:
+def test_storages_without_the_batch_get_one_call_per_value(scratch, monkeypatch, caplog, kind: str) -> None:
+    monkeypatch.setattr(compat, "_WARNED", set())
     if kind == "journal":
         storage = open_storage(f"journal://{scratch / 'j.log'}")
     else:
         storage = open_storage(f"sqlite:///{scratch / 'u.db'}", heartbeat=False)
-        monkeypatch.setattr(reports, "BATCH_OPTUNA_MAJORS", ())
-    assert reports._batch_write(storage) is None
+        monkeypatch.setattr(compat, "BATCH_OPTUNA_MAJORS", ())
+    with caplog.at_level("WARNING", logger="sweeps.compat"):
+        assert compat.rdb_intermediate_values_writer(storage) is None
+    # an RDB storage on an untested Optuna says so; a journal has nothing to batch
+    assert len(caplog.records) == (0 if kind == "journal" else 1)
     calls: list[tuple] = []
     real = storage.set_trial_intermediate_value
     monkeypatch.setattr(storage, "set_trial_intermediate_value", lambda *a: (calls.append(a), real(*a))[1])
@@ -145,8 +149,8 @@ def test_storages_without_the_batch_get_one_call_per_value(scratch, monkeypatch,
 
 def test_the_batch_writer_is_used_on_sqlite_at_a_tested_optuna_version(scratch) -> None:
     storage = open_storage(f"sqlite:///{scratch / 'b.db'}", heartbeat=False)
-    assert optuna.__version__.split(".")[0] in reports.BATCH_OPTUNA_MAJORS
-    assert reports._batch_write(storage) is not None
+    assert optuna.__version__.split(".")[0] in compat.BATCH_OPTUNA_MAJORS
+    assert compat.rdb_intermediate_values_writer(storage) is not None
 
 
 def test_a_batch_reads_each_trial_once_and_a_step_written_again_keeps_its_last_value(study_url) -> None:
@@ -169,3 +173,52 @@ def test_a_batch_reads_each_trial_once_and_a_step_written_again_keeps_its_last_v
         storage.set_trial_intermediate_value(twin, step, value)  # what the storage itself keeps
     assert _values(buffered) == _values(reported)
     assert buffered.get_trials()[0].intermediate_values[3] == 7.5
+
+
+def test_a_batch_that_fails_on_optuna_internals_is_rolled_back_and_written_value_by_value(scratch, monkeypatch,
+                                                                                            caplog) -> None:
+    """An Optuna whose RDB internals differ at write time (here: the stored representation of a value is gone
+    half-way through the batch): the batch is rolled back, the WARNING logged once, every value written through the
+    public ``set_trial_intermediate_value``, and the batch is not tried again in this process."""
+    from optuna.storages._rdb import models
+
+    monkeypatch.setattr(compat, "_WARNED", set())
+    monkeypatch.setattr(compat, "_BROKEN", set())
+    storage = open_storage(f"sqlite:///{scratch / 'f.db'}", heartbeat=False)
+    buffered, reported = _studies(storage)
+    members, oracle = [buffered.ask() for _ in range(2)], [reported.ask() for _ in range(2)]
+    sid = _study_id(storage, buffered)
+    ids = [storage.get_trial_id_from_study_id_trial_number(sid, t.number) for t in members]
+    in_batch: list[int] = []
+    real_repr = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+    real_write = compat._write_intermediate_values
+
+    def stored_repr(value: float) -> Any:
+        if in_batch and len(in_batch) > 1:  # the batch's second value on: as if renamed
+            raise AttributeError("intermediate_value_to_stored_repr")
+        in_batch and in_batch.append(1)
+        return real_repr(value)
+
+    def batch(*args: Any, **kwargs: Any) -> Any:
+        in_batch.append(1)
+        try:
+            return real_write(*args, **kwargs)
+        finally:
+            in_batch.clear()
+
+    monkeypatch.setattr(models.TrialIntermediateValueModel, "intermediate_value_to_stored_repr", stored_repr)
+    monkeypatch.setattr(compat, "_write_intermediate_values", batch)
+    commits = _commits(storage)
+    items = [(tid, step, value) for step, value in enumerate(VALUES, start=1) for tid in ids]
+    with caplog.at_level("WARNING", logger="sweeps.compat"):
+        assert set_intermediate_values(storage, items) == {}
+        assert len(commits) == len(items)  # the batch's first value was rolled back; then one per value
+        assert compat.rdb_intermediate_values_writer(storage) is None  # no batch from now on
+        assert set_intermediate_values(storage, [(ids[0], 99, 1.0)]) == {}
+    for step, value in enumerate(VALUES, start=1):  # the oracle: what trial.report stores
+        for twin in oracle:
+            twin.report(value, step)
+    oracle[0].report(1.0, 99)
+    assert _values(buffered) == _values(reported)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "one transaction per value" in warnings[0].getMessage()

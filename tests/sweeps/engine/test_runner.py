@@ -1,4 +1,4 @@
-"""The launcher (``sweeps.runner``), in process: how it reads worker ends, when it replaces workers,
+"""The launcher (``sweeps.engine.runner``), in process: how it reads worker ends, when it replaces workers,
 what it logs on the parent run, what it prepares; and one real ``run_sweep`` (slow: spawns a worker).
 
 Oracles: the worker exit codes the CLI documents (0 done, 130 interrupted, 75 storage and 76
@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -25,8 +24,8 @@ import pytest
 
 from nncore.datasets import DatasetError
 from sweeps import names
-from sweeps.engine import runner
 from sweeps.config import parse_config
+from sweeps.engine import runner
 from sweeps.stores import Locations
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -146,10 +145,39 @@ def test_the_unavailable_exit_codes_set_their_flag_and_are_no_death(code, flag):
     assert dead == {} and summary.worker_deaths == []
 
 
-def test_the_worker_module_exits_with_the_codes_the_launcher_reads():
-    from sweeps.engine import worker
+@pytest.mark.parametrize("lost, flag", [("storage", "storage_unavailable"), ("tracking", "tracking_unavailable")])
+def test_a_worker_that_cannot_reach_a_store_exits_with_the_code_the_launcher_reads_as_that_store(monkeypatch, lost,
+                                                                                                 flag):
+    """``run_worker`` itself (its stores replaced by ones that fail as a lost store does): its exit code, read by
+    the launcher, sets that store's flag and no other, and is no death."""
+    import logging
+    from types import SimpleNamespace
 
-    assert (worker.EXIT_STORAGE_UNAVAILABLE, worker.EXIT_TRACKING_UNAVAILABLE) == (75, 76)
+    from sweeps.engine import worker
+    from sweeps.stores import TrackingUnavailable
+    from sweeps.study.storage import StorageUnavailable
+
+    def failing(err: Exception) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            raise err
+        return call
+
+    monkeypatch.setattr(worker, "bound_mlflow_http_retries", lambda *a, **k: None)  # this process' environment
+    monkeypatch.setattr(logging, "basicConfig", lambda **k: None)
+    if lost == "storage":
+        monkeypatch.setattr(worker, "open_study_storage", failing(StorageUnavailable("failed for 20 s")))
+    else:
+        monkeypatch.setattr(worker, "open_study_storage", lambda cfg, url, **_: None)
+        monkeypatch.setattr(worker, "load", lambda cfg, storage, name: SimpleNamespace(user_attrs={}))
+        monkeypatch.setattr(worker, "load_data", lambda data, seed: None)
+        monkeypatch.setattr(worker, "Tracker", failing(TrackingUnavailable("failed for 300 s")))
+    loc = Locations(storage="sqlite://", tracking_uri="http://127.0.0.1:9")
+    code = worker.run_worker(copy.deepcopy(CONFIG), loc, "tiny")
+    summary, dead, _, _ = _end(code)
+    assert getattr(summary, flag) is True
+    other = ({"storage_unavailable", "tracking_unavailable"} - {flag}).pop()
+    assert getattr(summary, other) is False
+    assert dead == {} and summary.worker_deaths == []
 
 
 @pytest.mark.parametrize("code, interrupted, how", [
@@ -169,7 +197,7 @@ def test_other_ends_are_deaths_keyed_by_host_and_pid(code, interrupted, how):
 
 def test_the_dead_map_key_is_what_a_worker_writes_on_its_trials(monkeypatch):
     """``repair.fail_dead_workers`` matches ``dead`` against the ``worker`` attribute (``host:pid``)."""
-    from sweeps.engine.worker import worker_name
+    from sweeps.names import worker_name
 
     pool = make_pool()
     pool.start(0)

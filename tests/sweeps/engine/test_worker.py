@@ -1,18 +1,17 @@
-"""The worker's heartbeat thread (``sweeps.worker.Heartbeat``)."""
+"""The worker's heartbeat thread (``sweeps.engine.worker.Heartbeat``)."""
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from typing import Any
 
 import pytest
+from servicekit import wait_until
 from sqlalchemy import exc as sa_exc
 
-from servicekit import wait_until
-from sweeps.study.storage import StorageUnavailable
 from sweeps.engine.worker import Heartbeat
+from sweeps.study.storage import StorageUnavailable
 
 INTERVAL = 0.05
 
@@ -287,9 +286,9 @@ def test_a_population_that_loses_the_tracking_store_fails_and_retries_every_memb
     from sweeps.config import parse_config
     from sweeps.engine.data import load_data
     from sweeps.engine.objective import Objective
-    from sweeps.study.samplers import build_pruner, build_sampler
-    from sweeps.stores import TrackingUnavailable
     from sweeps.engine.worker import EXIT_TRACKING_UNAVAILABLE, _Loop
+    from sweeps.stores import TrackingUnavailable
+    from sweeps.study.samplers import build_pruner, build_sampler
 
     class DownAtFirstEnd(sw.RecordingTracker):
         def finish(self, run_id: str, state: str, reason: str = "", status: str = "", **_: Any) -> None:

@@ -1,4 +1,4 @@
-"""Tests of :mod:`sweeps.plots` on the history of a tiny real nncore run (epoch 0 included)."""
+"""Tests of :mod:`sweeps.plots.figures` on the history of a tiny real nncore run (epoch 0 included)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,14 @@ from matplotlib.figure import Figure
 
 from nncore import Network, TrainConfig, train
 from nncore.datasets import load_digits
-from sweeps.plots.figures import DECAY_TO_GRAD_LINEAR_MAX, history_epochs, layer_norms_figure, loss_decomposition_figure, reference_scales, save_figure
+from sweeps.plots.figures import (
+    DECAY_TO_GRAD_LINEAR_MAX,
+    history_epochs,
+    layer_norms_figure,
+    loss_decomposition_figure,
+    reference_scales,
+    save_figure,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -9,8 +9,9 @@ import pytest
 pytest.importorskip("optuna")
 pytest.importorskip("mlflow")
 
+from test_reading import ALPHA_TRIALS, KEYS, alpha, assert_same_long, expected_long  # noqa: E402,F401
+
 from sweeps.query import client, frames  # noqa: E402
-from test_query import ALPHA_TRIALS, KEYS, alpha, assert_same_long, expected_long  # noqa: E402,F401
 
 
 def test_search_trial_runs_pages_through_the_experiment(alpha, monkeypatch):

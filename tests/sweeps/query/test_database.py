@@ -13,12 +13,11 @@ pytest.importorskip("optuna")
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric  # noqa: E402
-
 from servicekit import pg_database  # noqa: E402
-from sweeps import query  # noqa: E402
+from test_reading import KEYS, TS0, Store, _values, alpha, assert_same_long, expected_long, log_trial_run, sha256  # noqa: E402,F401
+
+from sweeps import compat, query  # noqa: E402
 from sweeps.query import database  # noqa: E402
-from test_query import (KEYS, TS0, Store, _values, alpha, assert_same_long, expected_long,  # noqa: E402,F401
-                        log_trial_run, sha256)
 
 FAKE_REVISION = "0123456789ab"
 
@@ -38,7 +37,7 @@ def test_known_revisions_include_the_installed_mlflow_head():
     from mlflow.store.db.utils import _get_latest_schema_revision
 
     assert _get_latest_schema_revision() in database.SCHEMA_REVISIONS, (
-        f"MLflow {mlflow.__version__}'s schema head is not in sweeps.query.database.SCHEMA_REVISIONS")
+        f"MLflow {mlflow.__version__}'s schema head is not in sweeps.compat.SCHEMA_REVISIONS")
 
 
 def test_schema_revision_of_a_store(alpha, tmp_path):
@@ -63,6 +62,29 @@ def test_unknown_revision_falls_back_to_the_api_with_the_same_frame(alpha, tmp_p
         got = query.history("alpha", tracking_uri=uri, method=method)
     pd.testing.assert_frame_equal(got, query.history("alpha", tracking_uri=alpha.uri, method="sql"))
     assert_same_long(got, expected_long(alpha))
+
+
+def test_unknown_revision_is_logged_once(alpha, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(compat, "_WARNED", set())
+    with database.read_only_connection(_copy(alpha, tmp_path, FAKE_REVISION)) as conn:
+        with caplog.at_level("WARNING", logger="sweeps.compat"):
+            for _ in range(2):
+                with pytest.raises(database.Unsupported):
+                    database.check_schema(conn)
+    warned = [r.getMessage() for r in caplog.records if r.name == "sweeps.compat"]
+    assert len(warned) == 1 and FAKE_REVISION in warned[0] and "MlflowClient" in warned[0]
+
+
+def test_mlflow_without_its_orm_models_is_read_through_the_api(alpha, monkeypatch, caplog):
+    """Where the installed MLflow moved its ORM models (compat logs it once), the "sql" reader is unsupported and
+    the history comes through MlflowClient, the same frame."""
+    monkeypatch.setattr(compat, "_WARNED", set())
+    monkeypatch.setattr(compat, "MLFLOW_MODELS_MODULE", "mlflow.store.tracking.no_such_models")
+    with caplog.at_level("WARNING", logger="sweeps.compat"):
+        with pytest.warns(RuntimeWarning, match="ORM models.*falling back"):
+            got = query.history("alpha", tracking_uri=alpha.uri, method="sql")
+    assert_same_long(got, expected_long(alpha))
+    assert len([r for r in caplog.records if r.name == "sweeps.compat"]) == 1
 
 
 def test_unknown_revision_is_never_read_by_sql(alpha, tmp_path, monkeypatch):
@@ -137,17 +159,6 @@ def test_run_uuid_in_form_gives_the_same_rows(alpha, monkeypatch):
     plain = database.read_history(alpha.uri, "sweeps/alpha", None, None)
     pd.testing.assert_frame_equal(query.frames.finish_long(plain), query.frames.finish_long(numbered))
     assert_same_long(query.frames.finish_long(plain), expected_long(alpha))
-
-
-def test_schemes_and_paths(tmp_path):
-    assert database.scheme("postgresql+psycopg2://u@h/db") == "postgresql"
-    assert database.scheme("sqlite:///x.db") == "sqlite" and database.scheme("mlruns") == ""
-    assert database.sqlite_path("sqlite:////abs/x.db?mode=ro") == "/abs/x.db"
-    assert database.sqlite_path("sqlite:///rel.db") == "rel.db"
-    assert database.sqlite_path("sqlite://") is None
-    with pytest.raises(FileNotFoundError):
-        database.require_sqlite_file(f"sqlite:///{tmp_path}/absent.db")
-    database.require_sqlite_file("postgresql://u@h/db")  # not a file: nothing to check
 
 
 @pytest.mark.services

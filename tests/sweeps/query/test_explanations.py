@@ -113,8 +113,8 @@ def test_explain_refuses_bad_requests_with_exit_2(swept) -> None:
 
 
 def test_query_findings_has_one_row_per_finding(swept) -> None:
-    from sweeps.query import explanations as ex
     from sweeps import query
+    from sweeps.query import explanations as ex
 
     df = query.findings("explained", tracking_uri=swept["tracking"])
     exp = ex.explain_study("explained", tracking_uri=swept["tracking"])

@@ -19,11 +19,11 @@ pytest.importorskip("optuna")
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric  # noqa: E402
-
 from servicekit import MlflowServer  # noqa: E402
-from sweeps import query  # noqa: E402
+from test_reading import TS0, Store, _values, assert_same_long, expected_long, log_trial_run  # noqa: E402
+
+from sweeps import compat, query  # noqa: E402
 from sweeps.query import rest  # noqa: E402
-from test_query import TS0, Store, _values, assert_same_long, expected_long, log_trial_run  # noqa: E402
 
 # ---------------------------------------------------------------------------- fake server
 
@@ -105,32 +105,43 @@ def test_tls_settings_follow_mlflow(monkeypatch, tmp_path):
     assert rest.host_creds("https://mlflow.example").verify == str(tmp_path / "ca.pem")
 
 
-def test_host_creds_outside_the_verified_versions_come_from_the_clients_store(monkeypatch):
+def test_host_creds_outside_the_verified_versions_come_from_the_clients_store(monkeypatch, caplog):
     """The guarded fallback: on an MLflow version outside CREDS_VERIFIED the credentials come from
-    the REST store MlflowClient builds for the URI, and they are the same."""
+    the REST store MlflowClient builds for the URI, and they are the same (with compat's WARNING, once)."""
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
     monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+    monkeypatch.setattr(compat, "_WARNED", set())
     uri = "http://127.0.0.1:1/p"
     verified = rest.host_creds(uri)
     called = []
-    original = rest._client_store_creds
-    monkeypatch.setattr(rest, "_client_store_creds", lambda u: called.append(u) or original(u))
+    original = compat.client_store_host_creds
+    monkeypatch.setattr(compat, "client_store_host_creds", lambda c: called.append(c) or original(c))
     assert rest.host_creds(uri) is not None and not called  # 3.17: the public function
-    monkeypatch.setattr(rest, "_mlflow_version", lambda: (9, 0))
-    other = rest.host_creds(uri)
-    assert called == [uri]
+    monkeypatch.setattr(compat, "mlflow_version", lambda: (9, 0))
+    with caplog.at_level("WARNING", logger="sweeps.compat"):
+        other = rest.host_creds(uri)
+        rest.host_creds(uri)
+    assert len(called) == 2
+    assert len([r for r in caplog.records if r.name == "sweeps.compat"]) == 1
     for attr in ("host", "username", "password", "token", "verify", "auth", "client_cert_path"):
         assert getattr(other, attr) == getattr(verified, attr), attr
 
 
+def test_no_host_creds_at_all_is_unsupported(monkeypatch):
+    monkeypatch.setattr(compat, "mlflow_version", lambda: (9, 0))
+    monkeypatch.setattr(compat, "client_store_host_creds", lambda c: None)
+    with pytest.raises(rest.Unsupported, match="no host credentials"):
+        rest.host_creds("http://127.0.0.1:1/p")
+
+
 def test_mlflow_version_is_parsed(monkeypatch):
     monkeypatch.setattr(mlflow, "__version__", "3.17.2")
-    assert rest._mlflow_version() == (3, 17)
+    assert compat.mlflow_version() == (3, 17)
     monkeypatch.setattr(mlflow, "__version__", "4.0rc1")
-    assert rest._mlflow_version() == (4, 0)
+    assert compat.mlflow_version() == (4, 0)
     monkeypatch.setattr(mlflow, "__version__", "5")
-    assert rest._mlflow_version() == (5, 0)
+    assert compat.mlflow_version() == (5, 0)
 
 
 def test_retries_follow_mlflows_settings(fake, monkeypatch):
@@ -291,3 +302,10 @@ def test_history_http_falls_back_to_api_without_the_route(served, monkeypatch):
         got = query.history("wide", tracking_uri=url, method="http", trials=range(10))
     assert_same_long(got, expected_long(store, trials=set(range(10))))
     assert len(calls) == 1  # the first request found the route missing: no other was sent
+
+
+def test_mlflow_without_its_rest_helpers_is_unsupported(monkeypatch):
+    """Where MLflow's REST helpers moved (compat logs it), the bulk route is not used: the reader falls back."""
+    monkeypatch.setattr(compat, "mlflow_rest_helpers", lambda: None)
+    with pytest.raises(rest.Unsupported, match="REST helpers"):
+        rest.BulkHistory("http://127.0.0.1:1").get(["r1"], "train/eta")

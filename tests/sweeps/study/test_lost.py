@@ -1,23 +1,21 @@
-"""Repair (``sweeps.repair``): lost trials end FAIL with a reason and are retried, at most max_retries times."""
+"""Lost trials (``sweeps.study.lost``): they end FAIL with a reason and are retried, at most max_retries times."""
 
 from __future__ import annotations
 
 import datetime
-import warnings
-from pathlib import Path
+import types
 from typing import Any
 
 import optuna
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
-
 from servicekit import wait_until
+
 from sweeps import names
-from sweeps.names import run_status
+from sweeps.study.claims import claim_trial, trial_id
 from sweeps.study.lost import RetryLostTrial, fail_dead_workers, fail_lost, fail_lost_trial, fail_orphans, retry_trial
 from sweeps.study.storage import open_storage
-from sweeps.study.claims import claim_trial, trial_id
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -189,12 +187,9 @@ def test_a_sweeps_worker_names_itself_before_its_first_heartbeat(url):
     storage.set_trial_user_attr = lambda tid, key, value: (order.append(key), real_set(tid, key, value))[1]
     storage.record_heartbeat = lambda tid: (order.append("heartbeat"), real_beat(tid))[1]
 
-    class Stop(Exception):
-        pass
+    from sweeps.engine.outcome import Kind, TrialEnd
 
-    def objective(trial):
-        raise Stop
-
+    objective = types.SimpleNamespace(run=lambda trial: TrialEnd(Kind.FAILED, "Stop"))  # a trial that fails at once
     loop = _Loop.__new__(_Loop)
     loop.cfg, loop.study, loop.storage, loop.objective, loop.tracker = study_cfg(), study, storage, objective, None
     trial = claim_trial(study, storage)
@@ -214,7 +209,7 @@ def test_a_trial_whose_heartbeat_stops_is_failed_with_the_heartbeat_reason_and_r
                                stale_trial_callback=RetryLostTrial(3))
     number, params = claim_and_sample(study, storage)
     tid = trial_id(storage, study, number)
-    # what a worker does when it starts a trial (sweeps.worker / sweeps.objective): the reason it keeps
+    # what a worker does when it starts a trial (sweeps.engine.worker / sweeps.engine.objective): the reason it keeps
     # if it is lost, its heartbeat, its name
     storage.set_trial_user_attr(tid, names.TRIAL_REASON, names.REASON_LOST_HEARTBEAT)
     storage.record_heartbeat(tid)
@@ -251,74 +246,3 @@ def test_fail_dead_workers_fails_only_the_dead_workers_trials(url):
     assert trials[a].state == TrialState.FAIL and trials[b].state == TrialState.RUNNING
     assert trials[a].user_attrs[names.TRIAL_REASON] == f"{names.REASON_LOST_WORKER_DIED} (killed by SIGKILL)"
     assert [t.user_attrs.get(names.TRIAL_RETRY_OF) for t in trials[2:]] == [a]
-
-
-# -- run_status -----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("state, reason, status", [
-    ("COMPLETE", "", "FINISHED"),
-    ("PRUNED", "pruned at epoch 3", "KILLED"),
-    ("FAIL", "DivergenceError: weights overflowed", "FAILED"),
-    ("FAIL", names.REASON_LOST_HEARTBEAT, "FAILED"),
-    ("FAIL", names.REASON_LOST_TRACKING, "FAILED"),
-    ("FAIL", "interrupted (signal SIGTERM)", "KILLED"),
-    ("FAIL", "abandoned: the trial was failed elsewhere", "KILLED"),
-    ("RUNNING", "", "FAILED"),
-])
-def test_run_status(state, reason, status):
-    assert run_status(state, reason) == status
-
-
-# -- reconcile (the launcher's pass after its workers end) ------------------------------------------
-
-def test_reconcile_closes_orphan_runs_and_fails_dead_workers_trials(url) -> None:
-    """What the launcher repairs after its workers end: runs found by their trial-number tag."""
-    from sweeps.engine.reconcile import reconcile
-    from sweeps.tracking.tracker import Tracker
-
-    storage = open_storage(url)
-    study = optuna.create_study(study_name="r", storage=storage)
-    mlflow_db = Path(url.removeprefix("sqlite:///")).with_name("mlflow.db")  # beside the study: in RAM if it is
-    tracker = Tracker(f"sqlite:///{mlflow_db}", "sweeps/r", flush_interval=0)
-    # trial 0: interrupted while its run was created (the run id never reached the trial)
-    t0 = study.ask()
-    orphan = tracker.start_trial("parent", "r", t0.number, {"eta": 0.5})
-    t0.set_user_attr("reason", "interrupted (signal SIGTERM) before training started")
-    study.tell(t0, state=optuna.trial.TrialState.FAIL)
-    # trial 1: its worker was SIGKILLed mid-trial (still RUNNING, run RUNNING)
-    t1 = study.ask()
-    t1.suggest_float("eta", 0.1, 1.0)
-    t1.set_user_attr("worker", "host:4242")
-    killed = tracker.start_trial("parent", "r", t1.number, {"eta": 0.5})
-    t1.set_user_attr("mlflow_run_id", killed)
-    # trial 2: still running in a live worker: left alone
-    t2 = study.ask()
-    t2.set_user_attr("worker", "host:1")
-    alive = tracker.start_trial("parent", "r", t2.number, {"eta": 0.5})
-    # trial 3: completed; a hung server also carried out an earlier creation of its run
-    t3 = study.ask()
-    duplicate = tracker.start_trial("parent", "r", t3.number, {"eta": 0.5})
-    own = tracker.start_trial("parent", "r", t3.number, {"eta": 0.5})
-    t3.set_user_attr("mlflow_run_id", own)
-    tracker.finish(own, "COMPLETE", "completed: 1 epoch")
-    study.tell(t3, 1.0)
-
-    reconcile(study, storage, tracker, {"host:4242": "killed by SIGKILL"}, grace=60, max_retries=3)
-    trials = {t.number: t for t in study.trials}
-    assert trials[1].state.name == "FAIL" and trials[1].user_attrs["reason"] == \
-        "lost: worker died while running the trial (killed by SIGKILL)"
-    assert trials[2].state.name == "RUNNING"
-    [retry] = [t for t in trials.values() if t.user_attrs.get("retry_of") == 1]
-    assert retry.state.name == "WAITING" and retry.params == trials[1].params
-    runs = {r: tracker.client.get_run(r) for r in (orphan, killed, alive)}
-    assert runs[orphan].info.status == "KILLED"
-    assert runs[orphan].data.tags["sweeps.reason"].startswith("interrupted")
-    assert runs[killed].info.status == "FAILED" and "worker died" in runs[killed].data.tags["sweeps.reason"]
-    assert runs[alive].info.status == "RUNNING"
-    ghost = tracker.client.get_run(duplicate)
-    assert ghost.info.status == "KILLED" and ghost.info.lifecycle_stage == "deleted"
-    assert ghost.data.tags["sweeps.reason"].startswith("duplicate") and own in ghost.data.tags["sweeps.reason"]
-    kept = tracker.client.get_run(own)
-    assert kept.info.status == "FINISHED" and kept.info.lifecycle_stage == "active"
-    trial_runs = tracker.client.search_runs([tracker.experiment_id], f"tags.`sweeps.trial_number` = '{t3.number}'")
-    assert [r.info.run_id for r in trial_runs] == [own]

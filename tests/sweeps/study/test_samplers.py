@@ -1,4 +1,4 @@
-"""Samplers: every trial draws from its own seeded stream (``sweeps.samplers``).
+"""Samplers: every trial draws from its own seeded stream (``sweeps.study.samplers``).
 
 Oracles: the seed formula the module docstring specifies, ``itertools.product`` of the config's
 choices, and plain (process-seeded) Optuna samplers as the control that shows the scenario would

@@ -1,4 +1,4 @@
-"""The search space (``sweeps.space``): what one trial is given to train with.
+"""The search space (``sweeps.study.space``): what one trial is given to train with.
 
 Oracles: the config's own fixed ``training`` and ``network`` fields (every key not searched keeps
 its configured value), Optuna's stored distributions and raw parameters (what was actually asked
@@ -17,8 +17,8 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from sweeps.study import space
 from sweeps.config import NetworkConfig, TrainingConfig, parse_config
+from sweeps.study import space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -1,13 +1,11 @@
-"""The study's storage (``sweeps.storage``): which errors are retried, how, and which storage a URL opens."""
+"""The study's storage (``sweeps.study.storage``): which errors are retried, how, and which storage a URL opens."""
 
 from __future__ import annotations
 
 import logging
-
 import os
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -15,11 +13,23 @@ import pytest
 from optuna.exceptions import StorageInternalError
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.trial import TrialState
+from servicekit import BackendTerminator, database_name, pg_database
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
-from servicekit import BackendTerminator, database_name, pg_database
-from sweeps.study.storage import STORAGE_MAX_DELAY, STORAGE_RETRIES, StorageUnavailable, is_transient, open_storage, with_retries
+from sweeps.study import storage as storage_module
+from sweeps.study.storage import (
+    POOL_OVERFLOW,
+    POOL_SIZE,
+    POOL_TIMEOUT_S,
+    STORAGE_MAX_DELAY,
+    STORAGE_RETRIES,
+    StorageUnavailable,
+    is_full,
+    is_transient,
+    open_storage,
+    with_retries,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -119,6 +129,101 @@ def test_storage_unavailable_after_the_retry_budget():
     with pytest.raises(StorageUnavailable):
         with_retries(few, what="x", retries=2, sleep=lambda s: None)
     assert few.calls == 3
+
+
+FULL = ["FATAL:  sorry, too many clients already",
+        "FATAL:  remaining connection slots are reserved for roles with the SUPERUSER attribute",
+        "ERROR:  no more connections allowed (max_client_conn)"]  # PostgreSQL 15/16 and PgBouncer's words
+
+
+@pytest.mark.parametrize("message", FULL)
+def test_a_full_database_is_waited_for_without_using_up_the_retries(message):
+    """A database with no connection left is full, not down: the call waits (back-off capped at
+    STORAGE_MAX_DELAY) as long as it stays full, here 3 x the retry budget, and then goes through."""
+    slept: list[float] = []
+    full = 3 * (STORAGE_RETRIES + 1)
+    call = Flaky([wrapped(operational(message)) for _ in range(full)] + [operational()], result=7)
+    clock = iter(range(10_000)).__next__  # one second a look: far below the full-wait limit
+    assert with_retries(call, what="claiming a trial", sleep=slept.append, clock=clock) == 7
+    assert call.calls == full + 2
+    assert max(slept) == STORAGE_MAX_DELAY and len(slept) == full + 1
+    assert is_full(wrapped(operational(message))) and not is_full(operational())
+
+
+def test_a_database_full_for_longer_than_the_wait_is_unavailable():
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    call = Flaky([operational(FULL[0])] * 10_000)
+    with pytest.raises(StorageUnavailable, match="too many clients"):
+        with_retries(call, what="x", sleep=sleep, clock=lambda: now[0], full_wait_s=60)
+    assert 60 <= now[0] < 60 + STORAGE_MAX_DELAY * (STORAGE_RETRIES + 2)  # the wait, then the normal budget
+
+
+def test_a_busy_process_connection_is_transient():
+    """The process's connection busy past POOL_TIMEOUT_S is retried, not fatal."""
+    assert is_transient(wrapped(sa_exc.TimeoutError("QueuePool limit of size 1 overflow 0 reached")))
+
+
+def test_server_databases_get_a_pool_of_one_named_connection(monkeypatch):
+    """The engine a PostgreSQL storage gets: one connection (a second only while Optuna's schema check opens the
+    storage), pre-pinged, named."""
+    seen: dict[str, Any] = {}
+
+    def fake_create(cls: type, url: str, kwargs: dict[str, Any], attempts: int = 5) -> Any:
+        seen.update(kwargs["engine_kwargs"])
+        return "storage"
+
+    monkeypatch.setattr(storage_module, "_create", fake_create)
+    assert open_storage("postgresql+psycopg2://u@127.0.0.1:1/db", role="worker 3") == "storage"
+    assert (seen["pool_size"], seen["max_overflow"], seen["pool_timeout"], seen["pool_pre_ping"]) == \
+        (POOL_SIZE, POOL_OVERFLOW, POOL_TIMEOUT_S, True) and (POOL_SIZE, POOL_OVERFLOW) == (1, 1)
+    name = seen["connect_args"]["application_name"]
+    assert name.startswith("sweeps worker 3 ") and name.endswith(f":{os.getpid()}") and len(name) <= 63
+    seen.clear()
+    open_storage("postgresql+psycopg2://u@127.0.0.1:1/db?application_name=mine")
+    assert "application_name" not in seen["connect_args"]  # the URL's own name wins
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_a_worker_and_its_heartbeat_thread_hold_one_connection():
+    """A worker's storage used by its loop and by a heartbeat thread at once: PostgreSQL sees one connection
+    of that process (pg_stat_activity, by application_name), and every call of both threads went through."""
+    import threading
+
+    from servicekit import pg_admin_query
+
+    with pg_database() as url:
+        storage = open_storage(url, heartbeat_interval=1, heartbeat_grace=60, role="worker 0")
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+        study = optuna.create_study(study_name="one", storage=storage, direction="maximize")
+        trial = study.ask()
+        tid = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
+        stop, beats, peak = threading.Event(), [0], [0]
+
+        def beat() -> None:
+            while not stop.is_set():
+                storage.record_heartbeat(tid)
+                beats[0] += 1
+
+        thread = threading.Thread(target=beat)
+        thread.start()
+        try:
+            for step in range(60):
+                trial.report(float(step), step)
+                rows = pg_admin_query("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                      "AND application_name LIKE 'sweeps worker 0 %%'", (database_name(url),))
+                peak[0] = max(peak[0], rows[0][0])
+        finally:
+            stop.set()
+            thread.join()
+        study.tell(trial, 1.0)
+        storage.engine.dispose()
+    assert beats[0] > 10, beats  # the heartbeat thread ran alongside
+    assert peak[0] == 1, peak
 
 
 @pytest.mark.parametrize("error", [ValueError("bad"), sa_exc.IntegrityError("INSERT", {}, Exception("unique")),
@@ -301,18 +406,6 @@ def test_ask_tell_and_heartbeats_survive_killed_backends():
     assert {t.number: t.value for t in trials} == told
     assert all(t.intermediate_values == {1: t.value} for t in trials)
     assert elapsed < 60, f"{cycles} cycles took {elapsed:.0f} s"
-
-
-def test_mlflow_http_settings_bound_the_calls_inside_and_restore_the_environment(monkeypatch):
-    from sweeps.stores import mlflow_http_settings
-
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")  # the user's own setting wins
-    before = dict(os.environ)
-    with mlflow_http_settings(3):
-        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
-        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "7"
-    assert dict(os.environ) == before
 
 
 def test_every_retried_method_exists_on_this_optuna():

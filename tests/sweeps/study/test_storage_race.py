@@ -1,6 +1,6 @@
 """Several workers on one SQLite study never run the same enqueued trial twice.
 
-SQLite ignores Optuna's ``SELECT ... FOR UPDATE``; ``sweeps.storage.open_storage`` makes every
+SQLite ignores Optuna's ``SELECT ... FOR UPDATE``; ``sweeps.study.storage.open_storage`` makes every
 transaction ``BEGIN IMMEDIATE`` so popping a WAITING trial is atomic (without it this test saw
 duplicates in every run: 25-31 objective calls for 22-29 distinct trials).
 """

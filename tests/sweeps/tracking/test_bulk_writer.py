@@ -10,6 +10,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sweeps import compat
 from sweeps.tracking import bulk_writer as mw
 from sweeps.tracking.bulk_writer import BulkWriter, sanitize
 
@@ -105,13 +106,30 @@ def test_deleted_or_missing_run_is_refused_like_mlflow(store):
     assert missing.value.error_code == "RESOURCE_DOES_NOT_EXIST"
 
 
-def test_unknown_schema_revision_or_store_kind_falls_back(tmp_path, monkeypatch):
+def test_unknown_schema_revision_or_store_kind_falls_back(tmp_path, monkeypatch, caplog):
+    """Another MLflow schema: no writer, and a WARNING (once a process) naming the revision and the cost."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     MlflowClient(tracking_uri=uri).create_experiment("e")
-    monkeypatch.setattr(mw, "SCHEMA_REVISIONS", frozenset({"not-this-one"}))
-    assert BulkWriter.for_uri(uri) is None
+    monkeypatch.setattr(compat, "_WARNED", set())
+    monkeypatch.setattr(compat, "SCHEMA_REVISIONS", frozenset({"not-this-one"}))
+    with caplog.at_level("INFO", logger="sweeps"):
+        assert BulkWriter.for_uri(uri) is None
+        assert BulkWriter.for_uri(uri) is None
+    warned = [r.getMessage() for r in caplog.records if r.name == "sweeps.compat"]
+    assert len(warned) == 1, warned
+    assert "'dc11669786a5'" in warned[0] and "MlflowClient" in warned[0] and "10x slower" in warned[0], warned
     assert BulkWriter.for_uri("http://127.0.0.1:5000") is None
     assert BulkWriter.for_uri(f"sqlite:///{tmp_path}/absent.db") is None
+
+
+def test_mlflow_without_its_orm_models_gets_no_writer(tmp_path, monkeypatch, caplog):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(tracking_uri=uri).create_experiment("e")
+    monkeypatch.setattr(compat, "_WARNED", set())
+    monkeypatch.setattr(compat, "MLFLOW_MODELS_MODULE", "mlflow.store.tracking.no_such_models")
+    with caplog.at_level("WARNING", logger="sweeps.compat"):
+        assert BulkWriter.for_uri(uri) is None
+    assert [r.levelname for r in caplog.records if r.name == "sweeps.compat"] == ["WARNING"]
 
 
 def test_tracker_without_a_writer_stores_the_same(tmp_path, monkeypatch):

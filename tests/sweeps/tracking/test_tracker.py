@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from nncore.records import metric_names
-from sweeps.stores import read_mlflow_yml, resolve_locations
-from sweeps.tracking.tracker import Tracker
+from sweeps.tracking.tracker import MAX_BATCH_ITEMS, Tracker
 
 NAMES = metric_names(2)
 
@@ -32,17 +30,24 @@ def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
 
-def test_metrics_wait_for_the_interval_and_all_arrive_when_the_run_ends(store_uri):
-    tracker = Tracker(store_uri, "sweeps/t", flush_interval=3600)
+@pytest.mark.parametrize("bulk", [False, True], ids=["log_batch", "bulk-writer"])
+def test_metrics_wait_for_the_interval_and_all_arrive_when_the_run_ends(store_uri, bulk):
+    tracker = Tracker(store_uri, "sweeps/t", flush_interval=3600, bulk=bulk)
+    assert (tracker.bulk_writer is not None) == bulk
     run_id = tracker.start_trial("parent", "t", 0, {"eta": 0.5, "lmbda": 5.0})
-    epochs = 40  # 40 x 31 values: more than one log_batch may carry (1000)
+    per_batch = MAX_BATCH_ITEMS // len(NAMES)  # whole epochs in one log_batch call
+    epochs = 40  # 40 x 43 values: one full log_batch and some
+    assert per_batch < epochs < 2 * per_batch
     for e in range(1, epochs + 1):
         tracker.log_epoch(run_id, _epoch(e), e)
     client = tracker.client
     run = client.get_run(run_id)
-    # only full batches went out so far; params travel with the first one
-    sent = _history(client, run_id, NAMES[0])
-    assert len(sent) < epochs
+    assert run.info.status == "RUNNING"
+    if bulk:  # one transaction per flush: nothing goes out before the interval or the run's end
+        assert _history(client, run_id, NAMES[0]) == {} and run.data.params == {}
+    else:  # through the interval only a full batch went out, the params with it
+        assert _history(client, run_id, NAMES[0]) == {e: float(e) for e in range(1, per_batch + 1)}
+        assert run.data.params == {"eta": "0.5", "lmbda": "5.0"}
     tracker.finish(run_id, "PRUNED", "pruned at epoch 40")
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
@@ -65,29 +70,41 @@ def test_zero_interval_sends_every_epoch_at_once(store_uri):
     assert tracker.client.get_run(run_id).info.status == "FINISHED"
 
 
-@pytest.mark.parametrize("text, field", [("flush_interval_s: -1\n", "flush_interval_s"),
-                                         ("trial_artifacts: some\n", "trial_artifacts"),
-                                         ("tracking_url: x\n", "unknown key")])
-def test_mlflow_yml_errors_name_the_field(tmp_path, text, field):
-    path = tmp_path / "mlflow.yml"
-    path.write_text(text)
-    with pytest.raises(ValueError, match=field):
-        read_mlflow_yml(path)
+def test_the_roles_and_statuses_the_tracker_writes_are_the_ones_readers_search(store_uri):
+    """The tracker writes a parent and a trial run; the readers' filters (``sweeps.query``) and the repair
+    pass's (``running_trial_runs``) find each one by its role (``sweeps.names``), the trial run only while
+    it runs."""
+    from sweeps import names
+    from sweeps.query.base import TRIAL_FILTER
+    from sweeps.query.client import STUDY_FILTER
+
+    tracker = Tracker(store_uri, "sweeps/roles", bulk=False)
+    parent = tracker.study_run("roles", {"seed": 0})
+    child = tracker.start_trial(parent, "roles", 0, {"eta": 0.5})
+    tracker.log_epoch(child, {"eval/accuracy": 0.5}, 1, flush=True)
+
+    def found(filter_string: str) -> list[str]:
+        return [r.info.run_id for r in tracker.client.search_runs([tracker.experiment_id], filter_string)]
+
+    assert found(STUDY_FILTER) == [parent] and found(TRIAL_FILTER) == [child]
+    assert [r.info.run_id for r in tracker.running_trial_runs()] == [child]
+    tracker.finish(child, names.STATE_COMPLETE)
+    assert tracker.client.get_run(child).info.status == names.RUN_STATUS[names.STATE_COMPLETE]
+    assert tracker.running_trial_runs() == []
+    assert tracker.study_run("roles", {}) == parent  # resuming finds the parent by its role
 
 
-def test_mlflow_yml_settings_reach_the_locations(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("SWEEPS_STORAGE", raising=False)
-    path = tmp_path / "mlflow.yml"
-    path.write_text("tracking_uri: sqlite:///x.db\nexperiment_prefix: lab/\nflush_interval_s: 0.25\n"
-                    "trial_artifacts: all\n")
-    loc = resolve_locations(mlflow_yml=path)
-    assert (loc.tracking_uri, loc.experiment_prefix, loc.flush_interval_s, loc.trial_artifacts) == \
-        ("sqlite:///x.db", "lab/", 0.25, "all")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
-    assert resolve_locations(mlflow_yml=path).tracking_uri == "sqlite:///env.db"
-    assert resolve_locations(mlflow_yml=path, tracking_uri="sqlite:///flag.db").tracking_uri == "sqlite:///flag.db"
-    assert resolve_locations(mlflow_yml=path).storage == "sqlite:///optuna.db"
+def test_a_tracker_built_without_settings_uses_mlflow_ymls_defaults():
+    """The worker passes ``mlflow.yml``'s settings; other callers (``sweeps train``, tests) rely on the
+    tracker's own defaults, which must be the same ones."""
+    import inspect
+
+    from sweeps.stores import Locations
+
+    defaults = inspect.signature(Tracker).parameters
+    loc = Locations(storage="sqlite:///o.db", tracking_uri="sqlite:///m.db")
+    assert (defaults["flush_interval"].default, defaults["outage_s"].default) == \
+        (loc.flush_interval_s, loc.tracking_outage_s)
 
 
 @pytest.mark.slow  # runs `sweeps run` in a subprocess

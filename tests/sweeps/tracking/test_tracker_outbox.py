@@ -1,4 +1,4 @@
-"""The tracker's durable outbox (``sweeps.tracking.Tracker``) through a tracking-store outage.
+"""The tracker's durable outbox (``sweeps.tracking.tracker.Tracker``) through a tracking-store outage.
 
 The MLflow client is a fake that enforces MLflow's batch limits, records every call with the
 (injected) clock, and fails with a transient or a permanent ``MlflowException`` while told to.
@@ -19,7 +19,14 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
 import sweeps.tracking.tracker as tracking
 from sweeps.stores import TrackingUnavailable
-from sweeps.tracking.tracker import MAX_BACKOFF, MAX_BACKOFF_FAST, MAX_BATCH_ITEMS, MAX_BATCH_PARAMS, Tracker, is_transient
+from sweeps.tracking.tracker import (
+    MAX_BACKOFF,
+    MAX_BACKOFF_FAST,
+    MAX_BATCH_ITEMS,
+    MAX_BATCH_PARAMS,
+    Tracker,
+    is_transient,
+)
 
 EPOCH_KEYS = ("eval/accuracy", "eval/data_loss", "train/total_loss")
 

@@ -1,4 +1,4 @@
-"""sweeps.query's public API (``sweeps/query/__init__.py``) against real stores: an MLflow SQLite
+"""sweeps.query's public readers (``sweeps/query/reading.py``, re-exported by ``sweeps.query``) against real stores: an MLflow SQLite
 store and an Optuna SQLite study.
 
 The data is written with ``MlflowClient`` in the tracker's layout (parent run per
@@ -6,8 +6,8 @@ study, one child run per trial, one ``log_batch`` per epoch) from random values
 that the tests keep as the oracle: every read path must return exactly them.
 
 The fixtures and helpers here (``alpha``, ``Store``, ``log_trial_run``, ``expected_long``,
-``assert_same_long``) are shared with the per-backend modules ``test_query_database.py``,
-``test_query_rest.py`` and ``test_query_client.py``.
+``assert_same_long``) are shared with the per-backend modules ``test_database.py``,
+``test_rest.py`` and ``test_client.py``.
 """
 
 from __future__ import annotations
@@ -185,15 +185,25 @@ def sha256(path: Path) -> str:
 # --------------------------------------------------------------------------- history
 
 
-def test_experiment_for():
-    assert query.experiment_for("alpha") == "sweeps/alpha"
+def test_experiment_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no mlflow.yml here
+    assert query.experiment_for("alpha") == f"{query.DEFAULT_PREFIX}alpha" == "sweeps/alpha"
+    assert query.experiment_for("alpha", prefix="x-") == "x-alpha"
+
+
+def test_experiment_for_takes_the_prefix_of_mlflow_yml_as_the_cli_does(tmp_path, monkeypatch):
+    from sweeps.stores import resolve_locations
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlflow.yml").write_text("experiment_prefix: lab/\n")
+    assert query.experiment_for("alpha") == resolve_locations().experiment_name("alpha") == "lab/alpha"
     assert query.experiment_for("alpha", prefix="x-") == "x-alpha"
 
 
 def test_public_names():
     assert set(query.__all__) >= {"DEFAULT_PREFIX", "LONG_COLUMNS", "experiment_for", "history", "trials"}
     assert query.LONG_COLUMNS == ("run_id", "trial", "epoch", "metric", "value")
-    assert set(query.READERS) == {"sql", "http", "api"} and query.METHODS[0] == "auto"
+    assert set(query.READERS) == {"sql", "http", "api"} and query.METHODS == ("auto", *query.READERS)
 
 
 @pytest.mark.parametrize("method", ["sql", "api", "auto"])
@@ -389,7 +399,7 @@ def test_history_params_by_name_and_absent_ones(alpha):
 
 @pytest.mark.slow  # builds an MLflow store of its own (1-2.5 s): out of the fast lane
 def test_history_params_true_are_the_study_s_searched_parameters(tmp_path):
-    """A sweeps store: the parent run logs the search space (``sweeps.runner.study_params``); the trial runs
+    """A sweeps store: the parent run logs the search space (``sweeps.engine.runner.study_params``); the trial runs
     log every setting, searched or fixed, as text. params=True adds the searched ones, typed back."""
     import json
 
@@ -411,3 +421,39 @@ def test_history_params_true_are_the_study_s_searched_parameters(tmp_path):
     assert got["epoch"].tolist() == [0, 1, 2, 0, 1, 2]  # epoch 0 (the initial network) is a row like the others
     assert got["lmbda"].dtype == np.float64 and got["hidden"].dtype == object
     assert [(r["lmbda"], r["hidden"]) for r in got.to_dict("records")] == [given[n] for n in got["trial"]]
+
+
+@pytest.mark.slow  # builds an MLflow store of its own (1-2.5 s): out of the fast lane
+def test_without_experiment_name_a_study_is_found_under_the_prefix_of_mlflow_yml(tmp_path, monkeypatch):
+    """A study logged under ``mlflow.yml``'s ``experiment_prefix`` is read by ``trials``, ``history`` and
+    ``explain_study`` called without ``experiment_name``, as by the CLI (not under the default prefix,
+    where another study of the same name lives)."""
+    from sweeps.query.explanations import explain_study
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlflow.yml").write_text("experiment_prefix: lab/\n")
+    store = Store(uri=f"sqlite:///{tmp_path}/mlflow.db", path=tmp_path / "mlflow.db",
+                  optuna_uri=f"sqlite:///{tmp_path}/optuna.db")
+    decoy = Store(uri=store.uri, path=store.path)
+    client = MlflowClient(tracking_uri=store.uri)
+    rng = np.random.default_rng(7)
+    study = optuna.create_study(study_name="gamma", storage=store.optuna_uri)
+    eta = optuna.distributions.FloatDistribution(1e-3, 1.0, log=True)
+    for target, experiment in ((decoy, "sweeps/gamma"), (store, "lab/gamma")):
+        exp_id = client.create_experiment(experiment)
+        parent = client.create_run(exp_id, tags={"sweeps.role": "study", "sweeps.study": "gamma"})
+        for number in range(2):
+            params = {"eta": 0.1, "batch_size": 10, "n_train": 100}
+            rid = log_trial_run(client, target, exp_id, parent.info.run_id, "gamma", number, 3, KEYS, rng, params)
+            client.log_batch(rid, tags=[RunTag("sweeps.state", "COMPLETE")])
+            client.set_terminated(rid, "FINISHED")
+            if target is store:
+                trial = study.ask({"eta": eta})
+                trial.set_user_attr("mlflow_run_id", rid)
+                study.tell(trial, 0.5)
+    assert_same_long(query.history("gamma", tracking_uri=store.uri), expected_long(store))
+    frame = query.trials("gamma", storage=store.optuna_uri, tracking_uri=store.uri)
+    final = {rid: store.oracle[(rid, "eval/accuracy", 3)] for rid in store.trial_of}
+    assert dict(zip(frame["mlflow_run_id"], frame["eval/accuracy"])) == final
+    exp = explain_study("gamma", tracking_uri=store.uri)
+    assert sorted(t.run_id for t in exp.trials) == sorted(store.trial_of) and not exp.skipped
