@@ -143,14 +143,21 @@ def test_docker_compose_file_is_valid_and_runs_the_tested_commands():
     doc = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     jsonschema.Draft201909Validator(schema).validate(doc)  # the schema's $schema URL is malformed
     services = doc["services"]
-    assert set(services) == {"postgres", "mlflow", "prepare", "worker"}
+    assert set(services) == {"postgres", "pgbouncer", "mlflow", "prepare", "worker"}
     assert services["mlflow"]["command"].split()[:2] == ["mlflow", "server"]
-    assert "--backend-store-uri" in services["mlflow"]["command"]
+    assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://sweeps@pgbouncer:6432/")
     assert "sweeps prepare" in " ".join(services["prepare"]["command"])
-    assert "sweeps run" in " ".join(services["worker"]["command"])
+    assert "exec sweeps run" in " ".join(services["worker"]["command"])  # exec: sweeps itself gets SIGTERM
     env = services["worker"]["environment"]
-    assert env["SWEEPS_STORAGE"].startswith("postgresql+psycopg2://")
+    assert env["SWEEPS_STORAGE"] == "postgresql+psycopg2://sweeps@pgbouncer:6432/optuna"  # no password in a URL
+    assert env["PGPASSWORD"].startswith("${SWEEPS_DB_PASSWORD:?")  # from the environment, no default
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    # the tracking server's pool is set, and the fleet's connections fit PostgreSQL's default 100
+    mlflow_env = services["mlflow"]["environment"]
+    per_process = int(mlflow_env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"]) + int(mlflow_env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"])
+    assert 0 < per_process * int(services["mlflow"]["command"].split("--workers")[1].split()[0]) <= 20
+    assert "ports" not in services["postgres"] and "ports" not in services["pgbouncer"]
+    assert all(port.startswith("127.0.0.1:") for port in services["mlflow"]["ports"])
     assert services["worker"]["depends_on"]["prepare"]["condition"] == "service_completed_successfully"
     # the example the workers run exists in the image (COPY examples) and is a valid sweep
     from sweeps.config import load_config
@@ -158,3 +165,59 @@ def test_docker_compose_file_is_valid_and_runs_the_tested_commands():
     load_config(REPO / "examples" / Path(env["SWEEP_CONFIG"]).name)
     init_sql = (REPO / "deploy/postgres-init.sql").read_text()
     assert "CREATE DATABASE mlflow" in init_sql
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_a_sweep_through_pgbouncer_in_transaction_mode(pg_databases, tmp_path):
+    """The study and MLflow's store behind a real PgBouncer with the shipped settings (deploy/kubernetes/pgbouncer.ini:
+    transaction pooling, the ``options`` startup parameter ignored): prepare, then two launchers of two workers and a
+    tracking server, all through PgBouncer. Optuna's RDB storage needs nothing PgBouncer's transaction mode drops
+    (psycopg2 prepares no statements; ``SELECT ... FOR UPDATE`` and heartbeats are single transactions): every trial
+    is claimed once and completes, every run ends, and PgBouncer serves the clients with a few server connections."""
+    import mlflow
+    import optuna
+    from servicekit import MlflowServer, PgBouncer, database_name, pg_admin_query, pgbouncer_settings
+
+    settings = pgbouncer_settings(REPO / "deploy/kubernetes/pgbouncer.ini")
+    assert settings["pool_mode"] == "transaction" and "options" in settings["ignore_startup_parameters"]
+    names = [database_name(url) for url in pg_databases]
+    n_trials = 8
+    with PgBouncer(names, settings, tmp_path / "pgbouncer.log") as bouncer, \
+            MlflowServer(bouncer.url(names[1]), tmp_path / "artifacts", tmp_path / "mlflow.log") as server:
+        optuna_url = bouncer.url(names[0])
+        config = _config(tmp_path, n_trials=n_trials)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SWEEPS_"))}
+        env.update(SWEEPS_STORAGE=optuna_url, MLFLOW_TRACKING_URI=server.url)
+        sweeps = str(BIN / "sweeps")
+        prep = subprocess.run([sweeps, "prepare", str(config)], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=180)
+        assert prep.returncode == 0, prep.stderr
+        launchers = [subprocess.Popen([sweeps, "run", str(config), "--workers", "2", "--quiet"], env=env,
+                                      cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2)]
+        try:
+            outputs = [p.communicate(timeout=400) for p in launchers]
+        finally:
+            for p in launchers:
+                if p.poll() is None:
+                    p.kill()
+        for p, (out, err) in zip(launchers, outputs):
+            assert p.returncode == 0, f"stdout:{out}\nstderr:{err}"
+        pools = {row["database"]: row for row in bouncer.admin_query("SHOW POOLS")}
+        stats = {row["database"]: row for row in bouncer.admin_query("SHOW STATS")}
+        server_side = pg_admin_query("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (names[0],))[0][0]
+        study = optuna.load_study(study_name="distributed-digits", storage=optuna_url)
+        trials = study.get_trials(deepcopy=False)
+        client = mlflow.MlflowClient(tracking_uri=server.url)
+        exp = client.get_experiment_by_name("sweeps/distributed-digits")
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+    assert len(trials) == n_trials and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == n_trials
+    children = [r for r in runs if r.data.tags.get("sweeps.role") == "trial"]
+    assert len(children) == n_trials and all(r.info.status == "FINISHED" for r in children)
+    assert stats[names[0]]["total_xact_count"] > 10 * n_trials  # the study's traffic went through PgBouncer
+    pool = pools[names[0]]
+    assert pool["pool_mode"] == "transaction"
+    assert pool["sv_active"] + pool["sv_idle"] + pool["sv_used"] <= int(settings["default_pool_size"])
+    assert server_side <= int(settings["default_pool_size"])
