@@ -76,6 +76,11 @@ Checked on Optuna 5.1.0 and MLflow 3.17.2 (:data:`OPTUNA_CHECKED`, :data:`MLFLOW
 | ``verify_rest_response``                  |                       |               | API                              |
 | (:func:`mlflow_rest_helpers`)             |                       |               |                                  |
 +-------------------------------------------+-----------------------+---------------+----------------------------------+
+| SQLAlchemy ``QueuePool``'s overflow limit | study/storage         | SQLAlchemy    | the overflow of one stays (a     |
+| (``_max_overflow``), closed once the      |                       | 2.0           | process may hold a second        |
+| storage is open (:func:`close_pool_       |                       |               | connection for a moment)         |
+| overflow`)                                |                       |               |                                  |
++-------------------------------------------+-----------------------+---------------+----------------------------------+
 
 Version guards besides the tests: the batch writer only runs on the Optuna majors of
 :data:`BATCH_OPTUNA_MAJORS`, MLflow's default host credentials only on the MLflow versions of
@@ -181,6 +186,29 @@ def rdb_engine(storage: Any) -> Any | None:
                    f"changes run without BEGIN IMMEDIATE (two workers may take the same enqueued trial; the second "
                    f"tell fails) and the study database keeps its journal mode (no WAL)")
     return None
+
+
+#: SQLAlchemy's ``QueuePool`` keeps its overflow limit here (SQLAlchemy 2.0; no public setter).
+POOL_OVERFLOW_ATTR = "_max_overflow"
+
+
+def close_pool_overflow(storage: Any) -> bool:
+    """Allow the storage's connection pool no overflow from now on: the process then never holds more than the
+    pool's size (one). Called once an ``RDBStorage`` is open: its own opening (schema and version checks) holds
+    one connection while it opens a second, so it needs an overflow of one for that moment only.
+
+    Fallback (WARNING once): the overflow stays; a process may hold a second connection for a moment when one
+    of Optuna's calls nests another (none does on Optuna 5.1 once the storage is open; tested).
+    """
+    engine = rdb_engine(storage)
+    pool = getattr(engine, "pool", None)
+    if pool is not None and isinstance(getattr(pool, POOL_OVERFLOW_ATTR, None), int):
+        setattr(pool, POOL_OVERFLOW_ATTR, 0)
+        return True
+    fallback_taken(f"sqlalchemy QueuePool.{POOL_OVERFLOW_ATTR}",
+                   "the study storage's pool keeps its overflow of one: a process may hold two database "
+                   "connections for a moment (docs/deployment.md, \"Connection budget\")")
+    return False
 
 
 #: Optuna major versions whose RDB internals :func:`rdb_intermediate_values_writer` was tested against.

@@ -323,8 +323,10 @@ class MlflowServer:
     or call :meth:`start` / :meth:`stop` yourself.
     """
 
-    def __init__(self, backend_store_uri: str, artifacts_dir: Path, log_path: Path, port: int | None = None) -> None:
+    def __init__(self, backend_store_uri: str, artifacts_dir: Path, log_path: Path, port: int | None = None, *,
+                 workers: int = 1, env: dict[str, str] | None = None) -> None:
         self.backend_store_uri = backend_store_uri
+        self.workers, self.extra_env = workers, dict(env or {})
         self.artifacts_dir = Path(artifacts_dir)
         self.log_path = Path(log_path)
         self.port = port if port is not None else free_port()
@@ -346,7 +348,7 @@ class MlflowServer:
     def command(self) -> list[str]:
         return [str(self.exe), "server", "--backend-store-uri", self.backend_store_uri,
                 "--artifacts-destination", str(self.artifacts_dir), "--host", LOOPBACK, "--port", str(self.port),
-                "--workers", "1"]
+                "--workers", str(self.workers)]
 
     def running(self) -> bool:
         """Whether any live process of the server's group is left."""
@@ -378,7 +380,7 @@ class MlflowServer:
             raise RuntimeError(f"mlflow server (pid {self.pid}) is running already")
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("MLFLOW_TRACKING_URI", None)
         begin = time.monotonic()
         with open(self.log_path, "ab") as log:

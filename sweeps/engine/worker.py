@@ -37,7 +37,7 @@ from sweeps import names
 from sweeps.config import parse_config
 from sweeps.engine.data import load_data
 from sweeps.engine.objective import Objective
-from sweeps.engine.outcome import Interrupted, Kind, TrialEnd, abandoned
+from sweeps.engine.outcome import Interrupted, Kind, TrialEnd, abandoned, end_of
 from sweeps.engine.population import Population
 from sweeps.stores import DEFAULT_TRIAL_ARTIFACTS, Locations, TrackingUnavailable, bound_mlflow_http_retries
 from sweeps.study import lost as repair
@@ -294,7 +294,13 @@ class _Loop:
         if not self._name_self(tid):
             return abandoned(trial.number)
         with Heartbeat(self.storage, tid, self.cfg.study.heartbeat_interval):
-            end = self._tell(trial, self.objective.run(trial))
+            try:
+                end = self.objective.run(trial)
+            except StorageUnavailable:
+                raise
+            except Exception as err:  # noqa: BLE001 - e.g. a permanent MLflow error at the run's end: the trial's
+                end = self.objective.record(trial, end_of(err, [], self.cfg.objective.metric))  # end, not the worker's
+            end = self._tell(trial, end)
         if end.retried:
             repair.retry_trial(self.study, self.storage.get_trial(tid), self.cfg.study.max_retries)
         return end

@@ -45,8 +45,9 @@ def idle_in_transaction_timeout(heartbeat_interval: float) -> float:
 #: transaction is short), so one connection serves them all. The connection budget of a fleet is then one
 #: per worker and one per launcher (docs/deployment.md, "Connection budget").
 POOL_SIZE = 1
-#: One more connection may open, and is closed as soon as it is returned: only while the storage is being
-#: opened (Optuna's schema check holds one connection while it asks for a second), once per process.
+#: One more connection may open while the storage is being opened (Optuna's schema and version checks hold one
+#: connection while they open a second); it is closed at once, and the overflow is then closed for good
+#: (:func:`sweeps.compat.close_pool_overflow`): from then on the process never holds more than one.
 POOL_OVERFLOW = 1
 #: Seconds a call waits for the process's connection; past that it fails transiently and is retried.
 POOL_TIMEOUT_S = 30.0
@@ -71,7 +72,7 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
     locks would otherwise block the repair of its trial).
 
     Server databases (PostgreSQL, MySQL): the process holds :data:`POOL_SIZE` connection (its threads take
-    turns on :attr:`call_lock`), checked before use (``pool_pre_ping``); PostgreSQL
+    turns on the storage's ``call_lock``; :data:`POOL_OVERFLOW`), checked before use (``pool_pre_ping``); PostgreSQL
     connections carry ``application_name`` = :func:`application_name` of ``role`` (``worker``, ``launcher``,
     ...). Through PgBouncer in transaction mode this works as is (no prepared statements, no session state
     between transactions; PgBouncer must ignore the ``options`` startup parameter: docs/deployment.md).
@@ -104,11 +105,14 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            return with_retries(lambda: _create(cls, url, kwargs), what=f"opening {url}")
+            storage = with_retries(lambda: _create(cls, url, kwargs), what=f"opening {url}")
     except StorageUnavailable:
         raise
     except Exception as err:  # noqa: BLE001 - re-raised with the URL named
         raise ValueError(f"cannot open Optuna storage {url!r}: {err}") from err
+    if "max_overflow" in engine_kwargs:
+        compat.close_pool_overflow(storage)  # open: from now on one connection, never two
+    return storage
 
 
 def _create(cls: type, url: str, kwargs: dict[str, Any], attempts: int = 5) -> Any:

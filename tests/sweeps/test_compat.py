@@ -13,6 +13,7 @@ import math
 import re
 import subprocess
 import sys
+import types
 from typing import Any
 
 import optuna
@@ -443,3 +444,29 @@ def test_moved_rest_helpers_turn_the_bulk_route_off(monkeypatch, caplog):
     assert compat.mlflow_rest_helpers() is None
     assert compat.mlflow_rest_helpers() is None
     assert len(warned(caplog)) == 1 and "run by run" in warned(caplog)[0]
+
+
+def test_an_open_storage_pool_allows_no_overflow_and_the_fallback_keeps_it(monkeypatch, caplog, tmp_path):
+    """Closing the pool's overflow works on this SQLAlchemy (the pool then waits rather than open a second
+    connection); where the pool has no such limit the overflow stays, with one WARNING."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import QueuePool
+
+    def engine() -> Any:
+        return sa.create_engine(f"sqlite:///{tmp_path / 'x.db'}", poolclass=QueuePool, pool_size=1, max_overflow=1,
+                                pool_timeout=0.2)
+
+    kept, closed = engine(), engine()
+    assert compat.close_pool_overflow(types.SimpleNamespace(engine=closed)) is True
+    with kept.connect(), kept.connect():
+        pass  # the overflow of one: two at once
+    with closed.connect():
+        with pytest.raises(sa.exc.TimeoutError):
+            closed.connect()  # no second connection: it waits for the first, then times out
+    kept.dispose()
+    closed.dispose()
+    monkeypatch.setattr(compat, "_WARNED", set())
+    with caplog.at_level(logging.WARNING, logger="sweeps.compat"):
+        assert compat.close_pool_overflow(types.SimpleNamespace(engine=types.SimpleNamespace(pool=object()))) is False
+        assert compat.close_pool_overflow(types.SimpleNamespace(engine=types.SimpleNamespace(pool=object()))) is False
+    assert sum("_max_overflow" in r.getMessage() for r in caplog.records) == 1

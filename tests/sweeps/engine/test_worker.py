@@ -354,3 +354,39 @@ def test_a_population_member_failed_elsewhere_is_dropped_and_the_others_go_on(sw
     others = [t for n, t in by_number.items() if n != 1]
     assert [t.state for t in others] == [TrialState.COMPLETE] * 3
     assert all(sorted(t.intermediate_values) == [1, 2, 3, 4] for t in others)
+
+
+def test_an_error_escaping_a_trial_fails_that_trial_and_the_worker_goes_on(sw):
+    """Something the objective did not expect (here: a permanent MLflow error raised at a run's end) ends that
+    trial FAIL with the error as its reason; the worker tells it and takes the next trial, it does not die."""
+    import threading
+
+    import optuna
+
+    from sweeps.config import parse_config
+    from sweeps.engine.data import load_data
+    from sweeps.engine.objective import Objective
+    from sweeps.engine.worker import _Loop
+    from sweeps.study.samplers import build_pruner, build_sampler
+
+    class RefusesTrialZerosEnd(sw.RecordingTracker):
+        def finish(self, run_id: str, state: str, reason: str = "", status: str = "", **kw: Any) -> None:
+            if run_id == "run-0":
+                raise RuntimeError("BAD_REQUEST: duplicate key value violates unique constraint metric_pk")
+            super().finish(run_id, state, reason, status, **kw)
+
+    cfg = parse_config(sw.merge(sw.BASE_CONFIG, {"study": {"n_trials": 2, "pruner": {"__replace__": True,
+                                                                                      "name": "none"}}}))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name=cfg.name, storage=storage, direction=cfg.objective.direction,
+                                sampler=build_sampler(cfg), pruner=build_pruner(cfg))
+    for _ in range(2):
+        study.enqueue_trial({})
+    tracker, stop = RefusesTrialZerosEnd(), threading.Event()
+    objective = Objective(cfg, load_data(cfg.data, cfg.seed), tracker, None, artifacts="none",
+                          interrupt_flag=stop.is_set, names_worker=False)
+    assert _Loop(cfg, study, storage, objective, tracker, stop).run(None) == 0
+    first, second = sorted(study.trials, key=lambda t: t.number)
+    assert first.state.name == "FAIL" and first.user_attrs["reason"].startswith("RuntimeError: BAD_REQUEST")
+    assert second.state.name == "COMPLETE" and tracker.ends["run-1"][0] == "COMPLETE"

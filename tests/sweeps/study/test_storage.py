@@ -168,8 +168,8 @@ def test_a_busy_process_connection_is_transient():
 
 
 def test_server_databases_get_a_pool_of_one_named_connection(monkeypatch):
-    """The engine a PostgreSQL storage gets: one connection (a second only while Optuna's schema check opens the
-    storage), pre-pinged, named."""
+    """The engine a PostgreSQL storage gets: one connection (a second only while Optuna creates its schema in a
+    new database), pre-pinged, named."""
     seen: dict[str, Any] = {}
 
     def fake_create(cls: type, url: str, kwargs: dict[str, Any], attempts: int = 5) -> Any:
