@@ -168,7 +168,7 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: in
         logging.getLogger(name).setLevel(logging.WARNING)
     cfg = parse_config(cfg_data, source="worker")
     try:
-        storage = open_study_storage(cfg, loc.storage, role=f"worker {worker_index}")
+        storage = open_study_storage(cfg, loc.storage, role=f"worker {worker_index}", schema_checked=True)
         study = load(cfg, storage, study_name)
     except StorageUnavailable as err:
         _log.error("%s", err)

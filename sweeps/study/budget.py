@@ -42,13 +42,15 @@ class StudyMismatch(ConfigError):
     """Resuming a study whose search space, objective or direction differ from the config."""
 
 
-def open_study_storage(cfg: SweepConfig, url: str, *, role: str = "client") -> Any:
+def open_study_storage(cfg: SweepConfig, url: str, *, role: str = "client", schema_checked: bool = False) -> Any:
     """The storage with the config's heartbeat settings and the retry of heartbeat-stale trials; ``role`` names the
-    process to the database (``worker``, ``launcher``: :func:`sweeps.study.storage.application_name`)."""
+    process to the database (``worker``, ``launcher``: :func:`sweeps.study.storage.application_name`);
+    ``schema_checked``: a worker, whose launcher checked Optuna's tables (:func:`sweeps.study.storage.open_storage`)."""
     from sweeps.study.lost import RetryLostTrial
 
     return open_storage(url, heartbeat_interval=cfg.study.heartbeat_interval, heartbeat_grace=cfg.study.heartbeat_grace,
-                        stale_trial_callback=RetryLostTrial(cfg.study.max_retries), role=role)
+                        stale_trial_callback=RetryLostTrial(cfg.study.max_retries), role=role,
+                        schema_checked=schema_checked)
 
 
 def load(cfg: SweepConfig, storage: Any, name: str) -> optuna.Study:

@@ -61,7 +61,7 @@ def application_name(role: str) -> str:
 
 def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                  heartbeat_grace: int = HEARTBEAT_GRACE, stale_trial_callback: Any = None,
-                 role: str = "client") -> Any:
+                 role: str = "client", schema_checked: bool = False) -> Any:
     """Open an Optuna storage for ``url`` with the settings that make it safe for several workers.
 
     RDB storages (SQLite, PostgreSQL, MySQL) get Optuna's heartbeat (``heartbeat_interval`` and
@@ -70,6 +70,10 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
     and retry transient database errors (see :class:`RetryingRDBStorage`). PostgreSQL connections
     end a transaction left idle for :func:`idle_in_transaction_timeout` seconds (a stopped worker's
     locks would otherwise block the repair of its trial).
+
+    ``schema_checked``: this machine's launcher opened the storage already, creating Optuna's tables and checking
+    their version against this Optuna (a worker): the storage opens without doing it again (Optuna's own
+    ``skip_table_creation`` and ``skip_compatibility_check``), on one connection; the check nests a second.
 
     Server databases (PostgreSQL, MySQL): the process holds :data:`POOL_SIZE` connection (its threads take
     turns on the storage's ``call_lock``; :data:`POOL_OVERFLOW`), checked before use (``pool_pre_ping``); PostgreSQL
@@ -96,6 +100,10 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
                 connect_args["options"] = f"-c idle_in_transaction_session_timeout={ms}"
             engine_kwargs["connect_args"] = connect_args
     kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
+    if schema_checked:
+        kwargs.update(skip_table_creation=True, skip_compatibility_check=True)
+        if "max_overflow" in engine_kwargs:
+            engine_kwargs["max_overflow"] = 0  # nothing nests a second connection now
     if heartbeat:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=heartbeat_grace,
                       heartbeat_stale_trial_callback=stale_trial_callback)
@@ -245,7 +253,13 @@ def _init_with_lock(init: Any) -> Any:
         #: Held by every storage call (reentrant: Optuna's cache calls the backend inside a call); code that uses
         #: the storage's session directly takes it too (:mod:`sweeps.engine.reports`).
         self.call_lock = threading.RLock()
-        init(self, *args, **kwargs)
+        try:
+            init(self, *args, **kwargs)
+        except BaseException:
+            engine = getattr(self, "engine", None)  # a failed opening (the database is full, a dropped
+            if engine is not None:                  # connection) closes what it opened before it is retried
+                engine.dispose()
+            raise
 
     return __init__
 

@@ -174,6 +174,8 @@ def test_server_databases_get_a_pool_of_one_named_connection(monkeypatch):
 
     def fake_create(cls: type, url: str, kwargs: dict[str, Any], attempts: int = 5) -> Any:
         seen.update(kwargs["engine_kwargs"])
+        checked = kwargs.get("skip_compatibility_check", False)
+        assert checked == kwargs.get("skip_table_creation", False)
         return "storage"
 
     monkeypatch.setattr(storage_module, "_create", fake_create)
@@ -185,6 +187,9 @@ def test_server_databases_get_a_pool_of_one_named_connection(monkeypatch):
     seen.clear()
     open_storage("postgresql+psycopg2://u@127.0.0.1:1/db?application_name=mine")
     assert "application_name" not in seen["connect_args"]  # the URL's own name wins
+    seen.clear()
+    open_storage("postgresql+psycopg2://u@127.0.0.1:1/db", role="worker 0", schema_checked=True)
+    assert seen["max_overflow"] == 0  # a worker opens on one connection: its launcher checked Optuna's tables
 
 
 @pytest.mark.services
@@ -197,9 +202,12 @@ def test_a_worker_and_its_heartbeat_thread_hold_one_connection():
     from servicekit import pg_admin_query
 
     with pg_database() as url:
-        storage = open_storage(url, heartbeat_interval=1, heartbeat_grace=60, role="worker 0")
+        launcher = open_storage(url, role="launcher")  # creates and checks Optuna's tables, as a launcher does
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
-        study = optuna.create_study(study_name="one", storage=storage, direction="maximize")
+        optuna.create_study(study_name="one", storage=launcher, direction="maximize")
+        launcher.engine.dispose()
+        storage = open_storage(url, heartbeat_interval=1, heartbeat_grace=60, role="worker 0", schema_checked=True)
+        study = optuna.load_study(study_name="one", storage=storage)
         trial = study.ask()
         tid = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
         stop, beats, peak = threading.Event(), [0], [0]
