@@ -27,7 +27,8 @@ def _bench_scale():
 def test_32_workers_share_one_study_within_the_connection_budget(tmp_path):
     """4 launchers x 8 workers, 96 short trials: every launcher exits 0, no connection error in any log, the
     sweep-end invariant holds, and PostgreSQL never sees more connections to the study database than the
-    documented budget (docs/deployment.md, "Connection budget"): one per worker and one per launcher."""
+    documented budget (docs/deployment.md, "Connection budget"): one per worker, one per launcher (two for a
+    moment while it opens the storage)."""
     bench = _bench_scale()
     launchers, workers = 4, 8
     result = bench.run_fleet(launchers, workers, n_trials=96, epochs=3, sample_s=0.25, workdir=tmp_path)
@@ -35,7 +36,9 @@ def test_32_workers_share_one_study_within_the_connection_budget(tmp_path):
     assert result.errors == [], result.errors[:10]
     assert result.invariant == [], result.invariant
     assert result.logged_epochs == 96 * 4  # epochs 0..3 of every trial: each completed trial counted once
-    assert result.peaks["study:worker"] <= launchers * workers, result.peaks
-    assert result.peaks["study:launcher"] <= launchers, result.peaks
-    assert result.peaks["study"] <= launchers * workers + launchers, result.peaks  # a = 1, b = 1
+    assert result.peaks["study:worker"] <= launchers * workers, result.peaks  # a = 1: never two
+    # b = 1, and a second one for a moment while a launcher opens the storage (Optuna's table check nests one),
+    # before its workers start
+    assert result.peaks["study:launcher"] <= 2 * launchers, result.peaks
+    assert result.peaks["study"] <= launchers * workers + 2 * launchers, result.peaks
     assert result.peaks["study:worker"] >= workers  # the sampler saw the fleet at work (the test measures)
