@@ -9,9 +9,11 @@ can be retried and no trial is created beyond the budget):
 3. take a WAITING trial (:func:`sweeps.study.claims.claim_trial`); none left: the worker is done;
 4. name this worker on it (``worker``) and give it the reason it keeps if this worker is lost
    (``lost: ...``), both before its first heartbeat; start its heartbeat thread
-   (:class:`Heartbeat`), run the objective, and tell the study the outcome.
+   (:class:`Heartbeat`), run the objective, and tell the study how the trial ended (a
+   :class:`~sweeps.engine.outcome.TrialEnd`; its kind decides what the worker does next).
 
-A trial that was failed elsewhere while this worker was stopped is dropped (logged, its MLflow
+A trial stopped by SIGTERM or SIGINT ends "interrupted" (its run KILLED), its point is put back as a
+WAITING copy, and the worker exits 130. A trial that was failed elsewhere while this worker was stopped is dropped (logged, its MLflow
 run KILLED with the reason "abandoned: ..."), and the worker goes on with the next trial. A trial
 whose run could not reach the tracking store within the outage limit is failed "lost: tracking
 unavailable" and retried; a worker whose tracking store stays down that long stops taking trials
