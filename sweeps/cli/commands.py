@@ -17,51 +17,14 @@ from typing import Any
 
 import click
 
-from nncore.activations import ACTIVATIONS
-from nncore.costs import COSTS
 from nncore.datasets import DatasetError
-from nncore.regularizers import CONVENTIONS, PENALTIES
 from sweeps import names
-from sweeps.config import ConfigError, SweepConfig, load_config
+from sweeps.cli.options import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_COMPLETE, EXIT_UNAVAILABLE,
+                                EXIT_WORKER_DIED, FORMATS, _config, _fail, _locations, mlflow_yml_option,
+                                storage_option, tracking_option)
+from sweeps.cli.single import gradcheck, train
+from sweeps.config import ConfigError
 from sweeps.stores import HISTORY_METHODS, TRIAL_ARTIFACTS
-
-EXIT_NO_COMPLETE, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_WORKER_DIED, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
-#: What ``trials`` and ``history`` write (``--format``).
-FORMATS = ("csv", "parquet", "json")
-
-storage_option = click.option("--storage", metavar="URL", default=None,
-                              help="Optuna storage URL (default: $SWEEPS_STORAGE, the config's study.storage, "
-                                   "else sqlite:///optuna.db in the working directory).")
-tracking_option = click.option("--tracking-uri", metavar="URI", default=None,
-                               help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, mlflow.yml, else "
-                                    "sqlite:///mlflow.db in the working directory).")
-mlflow_yml_option = click.option("--mlflow-config", "mlflow_yml", type=click.Path(dir_okay=False), default=None,
-                                 help="Path of mlflow.yml (default: ./mlflow.yml if present).")
-
-
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _config(path: str) -> SweepConfig:
-    try:
-        return load_config(path)
-    except ConfigError as err:
-        _fail(str(err))
-        raise  # unreachable
-
-
-def _locations(storage: str | None, tracking_uri: str | None, mlflow_yml: str | None,
-               cfg: SweepConfig | None = None) -> Any:
-    from sweeps.stores import resolve_locations
-
-    try:
-        return resolve_locations(storage=storage, tracking_uri=tracking_uri, mlflow_yml=mlflow_yml,
-                                 config_storage=cfg.study.storage if cfg else None)
-    except ValueError as err:
-        _fail(str(err))
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="nnsweeps")
@@ -486,96 +449,6 @@ def plots(study: str, tracking_uri: str | None, mlflow_yml: str | None, trials: 
 
 
 @main.command()
-@click.argument("config", type=click.Path(exists=True, dir_okay=False))
-@click.option("--eta", type=float, default=None, help="Learning rate (default: training.eta).")
-@click.option("--lmbda", type=float, default=None, help="Regularization strength (default: training.lmbda).")
-@click.option("--batch-size", type=int, default=None, help="Mini-batch size (default: training.batch_size).")
-@click.option("--epochs", type=int, default=None, help="Epochs (default: training.epochs).")
-@tracking_option
-@mlflow_yml_option
-@click.option("--no-tracking", is_flag=True, help="Only print the per-epoch records.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the final line.")
-def train(config: str, eta: float | None, lmbda: float | None, batch_size: int | None, epochs: int | None,
-          tracking_uri: str | None, mlflow_yml: str | None, no_tracking: bool, quiet: bool) -> None:
-    """One tracked training run with the config's fixed settings (overridden by the options).
-
-    It is logged as a run of the experiment '<prefix><name>-train' with the same metrics as a trial.
-    """
-    import optuna
-
-    from sweeps.config import parse_config
-    from sweeps.engine.data import load_data
-    from sweeps.engine.objective import Objective
-    from sweeps.tracking.tracker import Tracker
-
-    cfg = _config(config)
-    data = cfg.model_dump(mode="json")
-    for key, value in (("eta", eta), ("lmbda", lmbda), ("batch_size", batch_size), ("epochs", epochs)):
-        if value is not None:
-            data["training"][key] = value
-    data["search_space"] = {}
-    data["name"] = f"{cfg.name}-train"
-    try:
-        cfg = parse_config(data, source="command line")
-    except ConfigError as err:
-        _fail(str(err))
-    loc = _locations(None, tracking_uri, mlflow_yml, cfg)
-    dataset = load_data(cfg.data, cfg.seed)
-    tracker = None if no_tracking else Tracker(loc.tracking_uri, loc.experiment_name(cfg.name), loc.artifact_location)
-    objective = Objective(cfg, dataset, tracker, parent_run_id=None)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=cfg.objective.direction)  # in memory: a single fixed trial
-    study.optimize(objective, n_trials=1, catch=(Exception,))
-    t = study.trials[0]
-    if not quiet:
-        click.echo(f"state {t.state.name}; {cfg.objective.metric} per epoch: "
-                   + ", ".join(f"{v:.4g}" for _, v in sorted(t.intermediate_values.items())))
-    run_id = t.user_attrs.get(names.TRIAL_RUN)
-    final = f"{cfg.objective.metric}={t.value:.6g}" if t.value is not None else t.user_attrs.get(names.TRIAL_REASON, "")
-    click.echo(f"{t.state.name}: {final}" + (f" (mlflow run {run_id})" if run_id else ""))
-    if t.state.name != names.STATE_COMPLETE:
-        sys.exit(EXIT_NO_COMPLETE)
-
-
-@main.command()
-@click.option("--sizes", default="8,6,4", show_default=True,
-              help="ALL layer sizes, input to output, comma-separated (as `python -m nncore --sizes`; "
-                   "its --hidden gives the hidden layers only).")
-@click.option("--cost", type=click.Choice(COSTS), default="cross_entropy", show_default=True)
-@click.option("--activation", type=click.Choice(ACTIVATIONS), default="sigmoid", show_default=True)
-@click.option("--penalty", type=click.Choice(PENALTIES), default="l2", show_default=True)
-@click.option("--lmbda", type=float, default=1.0, show_default=True)
-@click.option("--convention", type=click.Choice(CONVENTIONS), default="dataset", show_default=True)
-@click.option("--samples", type=int, default=5, show_default=True, help="Rows in the checked batch.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--tolerance", type=float, default=1e-6, show_default=True, help="Exit 1 above this error.")
-def gradcheck(sizes: str, cost: str, activation: str, penalty: str, lmbda: float, convention: str, samples: int,
-              seed: int, tolerance: float) -> None:
-    """Compare backprop with finite differences (penalty included) on a random net and batch."""
-    import numpy as np
-
-    from nncore import Network, Regularizer, gradient_check
-    from nncore.cli import parse_sizes
-
-    try:
-        layer_sizes = parse_sizes(sizes)
-        net = Network(layer_sizes, activation=activation, cost=cost, rng=np.random.default_rng(seed))
-        reg = Regularizer(penalty, lmbda, convention)
-    except ValueError as err:
-        _fail(str(err))
-        return
-    rng = np.random.default_rng(seed + 1)
-    X = rng.random((samples, layer_sizes[0]))
-    y = rng.integers(0, layer_sizes[-1], samples)
-    result = gradient_check(net, X, y, reg, n_train=10 * samples, batch_size=samples)
-    ok = result.max_rel_error <= tolerance
-    click.echo(f"{'ok' if ok else 'FAIL'}: max relative error {result.max_rel_error:.3g} over {result.n_checked} "
-               f"parameters (worst {result.worst_parameter})")
-    if not ok:
-        sys.exit(EXIT_NO_COMPLETE)
-
-
-@main.command()
 @click.argument("study", required=False)
 @tracking_option
 @mlflow_yml_option
@@ -606,6 +479,10 @@ def ui(study: str | None, tracking_uri: str | None, mlflow_yml: str | None, port
     click.echo(f"MLflow UI on {base_url}  (store {loc.tracking_uri})")
     echo_links(base_url, loc.tracking_uri, loc.experiment_prefix, study, loc.request_timeout_s)
     sys.exit(serve_in_own_group(cmd, env, interrupted_code=EXIT_INTERRUPTED))
+
+
+main.add_command(train)
+main.add_command(gradcheck)
 
 
 if __name__ == "__main__":  # pragma: no cover
