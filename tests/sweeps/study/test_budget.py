@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import multiprocessing as mp
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import TrialState
+from study_cases import cfg_data, fresh, make_cfg
 
 from sweeps import names
 from sweeps.config import ConfigError, parse_config
@@ -22,59 +22,6 @@ from sweeps.study.samplers import grid_points
 from sweeps.study.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-CONFIG: dict[str, Any] = {
-    "name": "s",
-    "seed": 3,
-    "data": {"source": "digits", "n_train": 300, "n_eval": 100},
-    "search_space": {
-        "eta": {"type": "float", "low": 0.01, "high": 10.0, "log": True},
-        "batch_size": {"type": "categorical", "choices": [10, 25, 50]},
-    },
-    "study": {"n_trials": 4, "sampler": {"name": "random"}},
-}
-
-#: 3 x 2 = 6 grid points.
-GRID = {"search_space": {"batch_size": {"type": "categorical", "choices": [10, 25, 50]},
-                         "activation": {"type": "categorical", "choices": ["sigmoid", "tanh"]}},
-        "study": {"sampler": {"name": "grid"}}}
-
-
-def cfg_data(n_trials: int = 4, grid: bool = False, **top: Any) -> dict[str, Any]:
-    data = copy.deepcopy(CONFIG)
-    if grid:
-        data["search_space"] = copy.deepcopy(GRID["search_space"])
-        data["study"]["sampler"] = {"name": "grid"}
-    data["study"]["n_trials"] = n_trials
-    data.update(copy.deepcopy(top))
-    return data
-
-
-def make_cfg(n_trials: int = 4, grid: bool = False, **top: Any):
-    return parse_config(cfg_data(n_trials, grid, **top))
-
-
-@pytest.fixture
-def url(scratch):
-    """A fresh SQLite study database, in RAM when there is one."""
-    url = f"sqlite:///{scratch / 'optuna.db'}"
-    try:
-        yield url
-    finally:
-        reader = _READERS.pop(url, None)
-        if reader is not None:
-            reader.engine.dispose()
-
-_READERS: dict[str, Any] = {}
-
-
-def fresh(url: str, name: str = "s") -> optuna.Study:
-    """The study as stored now, read through a storage of its own (one per database: opening one costs)."""
-    storage = _READERS.get(url)
-    if storage is None:
-        storage = _READERS[url] = optuna.storages.RDBStorage(url)
-    return optuna.load_study(study_name=name, storage=storage)
-
 
 def point_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """The grid point of a slot: its enqueued parameters while WAITING, its parameters once sampled."""

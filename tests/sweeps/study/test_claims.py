@@ -3,15 +3,14 @@ beyond the budget, across processes too."""
 
 from __future__ import annotations
 
-import copy
 import multiprocessing as mp
 from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from study_cases import CONFIG, fresh, make_cfg
 
-from sweeps.config import parse_config
 from sweeps.study import space
 from sweeps.study.budget import counts_of, load, open_study_storage, prepare_study
 from sweeps.study.claims import claim_trial, claim_trials
@@ -19,47 +18,6 @@ from sweeps.study.lost import retry_trial
 from sweeps.study.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-CONFIG: dict[str, Any] = {
-    "name": "s",
-    "seed": 3,
-    "data": {"source": "digits", "n_train": 300, "n_eval": 100},
-    "search_space": {
-        "eta": {"type": "float", "low": 0.01, "high": 10.0, "log": True},
-        "batch_size": {"type": "categorical", "choices": [10, 25, 50]},
-    },
-    "study": {"n_trials": 4, "sampler": {"name": "random"}},
-}
-
-
-def make_cfg(n_trials: int = 4, **top: Any):
-    data = copy.deepcopy(CONFIG)
-    data["study"]["n_trials"] = n_trials
-    data.update(copy.deepcopy(top))
-    return parse_config(data)
-
-
-@pytest.fixture
-def url(scratch):
-    """A fresh SQLite study database, in RAM when there is one."""
-    url = f"sqlite:///{scratch / 'optuna.db'}"
-    try:
-        yield url
-    finally:
-        reader = _READERS.pop(url, None)
-        if reader is not None:
-            reader.engine.dispose()
-
-_READERS: dict[str, Any] = {}
-
-
-def fresh(url: str, name: str = "s") -> optuna.Study:
-    """The study as stored now, read through a storage of its own (one per database: opening one costs)."""
-    storage = _READERS.get(url)
-    if storage is None:
-        storage = _READERS[url] = optuna.storages.RDBStorage(url)
-    return optuna.load_study(study_name=name, storage=storage)
-
 
 # -- claim_trial ----------------------------------------------------------------------------------
 
