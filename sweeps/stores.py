@@ -180,17 +180,27 @@ def mlflow_http_settings(request_timeout_s: float = REQUEST_TIMEOUT_S) -> Iterat
     MLflow's defaults block ~4 minutes per call against a dead server and ~20 against a hung one.
     Processes started inside the block (the workers) inherit the settings.
     """
-    values = _mlflow_http_values(request_timeout_s, worker=False)
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    saved = set_environment(_mlflow_http_values(request_timeout_s, worker=False))
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_environment(saved)
+
+
+def set_environment(values: dict[str, str]) -> dict[str, str | None]:
+    """Set ``values`` in ``os.environ``; return what they replaced (None: unset) for :func:`restore_environment`."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    return saved
+
+
+def restore_environment(saved: dict[str, str | None]) -> None:
+    """Put back what :func:`set_environment` replaced (unsetting what was unset)."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 class TrackingUnavailable(OSError):

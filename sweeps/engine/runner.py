@@ -46,7 +46,7 @@ from sweeps.engine.data import load_data
 from sweeps.engine.reconcile import reconcile
 from sweeps.engine.worker import EXIT_STORAGE_UNAVAILABLE, EXIT_TRACKING_UNAVAILABLE, run_worker
 from sweeps.report.closing import close_parent
-from sweeps.stores import Locations, check_tracking_server, mlflow_http_settings
+from sweeps.stores import Locations, check_tracking_server, mlflow_http_settings, restore_environment, set_environment
 from sweeps.study import lost as repair
 from sweeps.study.budget import counts_of, open_study_storage, prepare_study, study_result
 from sweeps.study.samplers import build_pruner, build_sampler
@@ -273,9 +273,8 @@ def _run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None, n_trial
     n_workers = min(cfg.study.workers, waiting)
 
     ctx = mp.get_context("spawn")
-    saved_env = {k: os.environ.get(k) for k in (*BLAS_ENV, "MPLBACKEND")}
-    os.environ.update({k: "1" for k in BLAS_ENV})  # inherited by the spawned workers, restored below
-    os.environ.setdefault("MPLBACKEND", "Agg")  # workers draw PNGs, never windows
+    # inherited by the spawned workers (one BLAS thread each; PNGs, never windows), restored below
+    saved_env = set_environment({**{k: "1" for k in BLAS_ENV}, "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg")})
     interrupted = threading.Event()
     previous = {}
     ready, cancelled = ctx.Event(), ctx.Event()
@@ -334,11 +333,7 @@ def _run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None, n_trial
         for p in pool.newly_ended():
             _on_worker_end(p, pool, summary, dead, interrupted.is_set())
     finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_environment(saved_env)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     reconcile(study, storage, tracker, dead, grace=grace, max_retries=retries)

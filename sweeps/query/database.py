@@ -41,7 +41,7 @@ from sweeps.compat import SCHEMA_REVISIONS, schema_revision
 from sweeps.names import TAG_ROLE, TAG_TRIAL_NUMBER
 from sweeps.query.base import ROLE_TRIAL, Unsupported, as_int, trial_or_missing
 from sweeps.query.frames import RAW_COLUMNS, empty_raw, typed_raw
-from sweeps.stores import DB_SCHEMES, read_only_connection, require_sqlite_file, scheme, sqlite_path  # noqa: F401
+from sweeps.stores import DB_SCHEMES, read_only_connection, require_sqlite_file, scheme
 
 __all__ = ["DB_SCHEMES", "SCHEMA_REVISIONS", "read_history", "require_sqlite_file", "schema_revision", "scheme"]
 

@@ -18,7 +18,8 @@ from sweeps.names import EXPERIMENT_PREFIX, TRIAL_REASON, TRIAL_RUN
 from sweeps.query import client, database, rest
 from sweeps.query.base import HistoryReader, Unsupported
 from sweeps.query.frames import attach_final_metrics, attach_params, finish_long, to_wide, trials_frame
-from sweeps.stores import HISTORY_METHODS, experiment_prefix, is_journal, journal_storage
+from sweeps.stores import (DB_SCHEMES, HISTORY_METHODS, experiment_prefix, is_journal, journal_storage,
+                           require_sqlite_file, scheme)
 
 #: Default prefix of the MLflow experiment name of a study (when ``mlflow.yml`` sets none).
 DEFAULT_PREFIX = EXPERIMENT_PREFIX
@@ -89,7 +90,7 @@ def trials(
     df = trials_frame(rows, params, n_values)
     if tracking_uri is not None:
         experiment = experiment_name or experiment_for(study_name)
-        database.require_sqlite_file(tracking_uri)
+        require_sqlite_file(tracking_uri)
         runs = client.search_trial_runs(tracking_uri, experiment)
         if runs is None:
             warnings.warn(f"no MLflow experiment {experiment!r} at {tracking_uri}: no metric columns added",
@@ -157,7 +158,7 @@ def history(
     keys = list(dict.fromkeys(metrics)) if metrics is not None else None
     numbers = sorted({int(n) for n in trials}) if trials is not None else None
     experiment = experiment_name or experiment_for(study_name)
-    database.require_sqlite_file(tracking_uri)
+    require_sqlite_file(tracking_uri)
     chosen = _choose(method, tracking_uri)
     try:
         raw = READERS[chosen](tracking_uri, experiment, keys, numbers)
@@ -190,8 +191,8 @@ def _trial_params(uri: str, experiment: str, params: bool | Sequence[str]) -> pd
 
 def _choose(method: str, uri: str) -> str:
     """The backend for ``method`` and the URI's scheme; ValueError when they do not fit."""
-    kind = database.scheme(uri)
-    is_db, is_http = kind in database.DB_SCHEMES, kind in ("http", "https")
+    kind = scheme(uri)
+    is_db, is_http = kind in DB_SCHEMES, kind in ("http", "https")
     if method == "auto":
         return "sql" if is_db else "http" if is_http else "api"
     if method == "sql" and not is_db:

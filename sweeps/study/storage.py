@@ -216,7 +216,6 @@ def with_retries(call: Any, *, what: str, retries: int = STORAGE_RETRIES, sleep:
                      _first_line(err))
             sleep(delay)
             delay = min(delay * 2, STORAGE_MAX_DELAY)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _first_line(err: BaseException) -> str:

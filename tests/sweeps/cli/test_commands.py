@@ -18,10 +18,10 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from cli_cases import describe
 from optuna.trial import TrialState, create_trial
 
 from sweeps import names
-from cli_cases import describe
 from sweeps.cli.commands import main
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

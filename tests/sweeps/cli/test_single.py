@@ -11,9 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-
 from cli_cases import describe
-
 
 # -- gradcheck ---------------------------------------------------------------------------------
 
