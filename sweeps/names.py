@@ -133,6 +133,8 @@ REASON_LOST_BEFORE_START = ("lost: taken by a worker that never started it (no h
                             "period; the worker died or lost the storage right after taking it)")
 REASON_LOST_WORKER_DIED = "lost: worker died while running the trial"
 REASON_LOST_TRACKING = "lost: tracking unavailable"
+#: The tracking server refused the worker's credentials (HTTP 401/403): the trial is put back like a lost one.
+REASON_REFUSED = "lost: tracking refused the credentials"
 REASON_LOST_STORAGE = "lost: the study's storage was unavailable"
 #: The reason given to a second MLflow run of one trial (a creation whose answer timed out); such a
 #: run never received data and is deleted by the repair pass.

@@ -207,6 +207,55 @@ class TrackingUnavailable(OSError):
     """The MLflow tracking server does not answer."""
 
 
+#: MLflow's error codes for an HTTP 401 (no or wrong credentials) and 403 (a user without the permission).
+REFUSED_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED")
+
+
+def refused_credentials(err: BaseException | None) -> bool:
+    """Whether ``err`` (or an exception it was raised from) is the tracking server refusing the request's
+    credentials: HTTP 401 or 403, MLflow's ``UNAUTHENTICATED`` / ``PERMISSION_DENIED``. Another try cannot
+    cure it: it is never retried as an outage."""
+    seen = 0
+    while err is not None and seen < 5:
+        if getattr(err, "error_code", None) in REFUSED_CODES:
+            return True
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status in (401, 403):
+            return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return False
+
+
+def refused_message(tracking_uri: str, err: BaseException | None = None, environ: Any = None) -> str:
+    """The one line for a refused credential: which variable to set (a 401), or which user lacks a permission
+    (a 403). Names the tracking URI with its password masked, never a password."""
+    from sweeps.redaction import redact_url
+
+    env = os.environ if environ is None else environ
+    user = env.get("MLFLOW_TRACKING_USERNAME")
+    where = f"the MLflow tracking server {redact_url(tracking_uri)}"
+    if getattr(err, "error_code", None) == "PERMISSION_DENIED" \
+            or getattr(getattr(err, "response", None), "status_code", None) == 403:
+        return (f"{where} refused user {user!r} the permission it needs (HTTP 403): ask its admin to grant it, "
+                f"or set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD to a user that has it")
+    from sweeps.redaction import url_password
+
+    if not user and url_password(tracking_uri):
+        return f"{where} refused the credentials in the tracking URI (HTTP 401): check the user and password there"
+    if env.get("MLFLOW_TRACKING_TOKEN"):
+        return f"{where} refused the token in MLFLOW_TRACKING_TOKEN (HTTP 401): set a valid one"
+    if not user:
+        return (f"{where} asks for credentials (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
+                f"MLFLOW_TRACKING_PASSWORD")
+    return (f"{where} refused the password of MLFLOW_TRACKING_USERNAME={user!r} (HTTP 401): check "
+            f"MLFLOW_TRACKING_PASSWORD")
+
+
+class CredentialsRefused(PermissionError):
+    """The tracking server refused the credentials (HTTP 401/403): no retry can help (:func:`refused_message`)."""
+
+
 def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
     """For an ``http(s)://`` tracking URI, require ``GET /health`` to answer before anything is created."""
     if not tracking_uri.startswith(("http://", "https://")):
@@ -214,7 +263,10 @@ def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
     import urllib.error
     import urllib.request
 
-    url = tracking_uri.rstrip("/") + "/health"
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(tracking_uri.rstrip("/"))  # /health needs no credentials: none in the request's URL
+    url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])) + "/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             if resp.status == 200:
@@ -224,7 +276,10 @@ def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
         detail = f"HTTP {err.code}"
     except (OSError, ValueError) as err:
         detail = str(getattr(err, "reason", err))
-    raise TrackingUnavailable(f"the MLflow tracking server {tracking_uri} does not answer ({url}: {detail}); "
+    from sweeps.redaction import redact
+
+    raise TrackingUnavailable(f"the MLflow tracking server {redact(tracking_uri)} does not answer ({redact(url)}: "
+                              f"{redact(detail)}); "
                               f"start it, or pass --tracking-uri / set MLFLOW_TRACKING_URI")
 
 
@@ -251,7 +306,7 @@ def require_sqlite_file(uri: str) -> None:
     if scheme(uri) == "sqlite":
         path = sqlite_path(uri)
         if path is None or not Path(path).is_file():
-            raise FileNotFoundError(f"no MLflow SQLite database at {uri!r}")
+            raise FileNotFoundError(f"no MLflow SQLite database at {uri!r}")  # a SQLite URI holds no password
 
 
 def sqlite_engine(database: str, *, pragma: str, begin: str, uri: bool = False, timeout: float = 5.0) -> Any:

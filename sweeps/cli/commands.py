@@ -1,11 +1,14 @@
 """The ``sweeps`` command line.
 
 Exit codes: 0 success; 1 a sweep ran but no trial completed; 2 bad input (usage,
-config, mismatched study); 3 a required service or file is unreachable (before the sweep, or a
-store that stayed down during it: its lost trials were failed and retried, rerun to finish);
-4 a worker died abnormally (killed, crashed: its trial was failed and retried, and a replacement
-worker finished the budget); 130 interrupted by SIGINT/SIGTERM/SIGHUP (finished trials are kept,
-nothing is left RUNNING).
+config, option, a study that does not exist, mismatched study); 3 a required store, service or file is
+missing, unreachable or not what it should be (before the sweep, or a store that stayed down during it:
+its lost trials were failed and retried, rerun to finish); 4 a worker died abnormally (killed, crashed:
+its trial was failed and retried, and a replacement worker finished the budget); 5 the tracking server
+refused the credentials (HTTP 401/403: set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD); 70 an
+unexpected error (a bug: ``sweeps --debug`` prints its traceback); 130 interrupted by SIGINT/SIGTERM/SIGHUP
+(finished trials are kept, nothing is left RUNNING). Every failure is one ``error:`` line on standard
+error (:mod:`sweeps.cli.options`), never a traceback, and never a password (:mod:`sweeps.redaction`).
 """
 
 from __future__ import annotations
@@ -17,18 +20,21 @@ from typing import Any
 
 import click
 
-from nncore.datasets import DatasetError
 from sweeps import names
-from sweeps.cli.options import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_COMPLETE, EXIT_UNAVAILABLE,
-                                EXIT_WORKER_DIED, FORMATS, _config, _fail, _locations, mlflow_yml_option,
-                                storage_option, tracking_option)
+from sweeps.cli.options import (EXIT_INTERRUPTED, EXIT_NO_COMPLETE, EXIT_REFUSED,
+                                EXIT_UNAVAILABLE, EXIT_WORKER_DIED, FORMATS, OneLineGroup, _config, _fail, _locations,
+                                mlflow_yml_option, reading, storage_option, tracking_option)
 from sweeps.cli.single import gradcheck, train
 from sweeps.config import ConfigError
+from sweeps.redaction import redact_url
 from sweeps.stores import HISTORY_METHODS, TRIAL_ARTIFACTS
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="nnsweeps")
-def main() -> None:
+@click.option("--debug", is_flag=True, envvar="SWEEPS_DEBUG",
+              help="On a failure, print the traceback before the one error line (also SWEEPS_DEBUG=1).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """Hyperparameter sweeps over eta, lambda and batch size for NumPy networks.
 
     Studies live in an Optuna storage, every epoch of every trial in MLflow.
@@ -36,6 +42,7 @@ def main() -> None:
     """
     import logging
 
+    ctx.meta["sweeps.debug"] = debug
     for name in ("mlflow", "alembic"):  # the CLI's own process: MLflow's INFO lines are noise here
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -95,7 +102,6 @@ def run(config: str, workers: int | None, n_trials: int | None, population: int 
             return
     loc = _locations(storage, tracking_uri, mlflow_yml, cfg)
     import optuna
-    from mlflow.exceptions import MlflowException
 
     from sweeps.engine.runner import run_sweep
 
@@ -127,20 +133,15 @@ def run(config: str, workers: int | None, n_trials: int | None, population: int 
                        detail=f"ok {ok} pruned {pruned} failed {failed} running {running} {best_txt}")
 
         bar.start()
-        click.echo(f"study {cfg.name!r}: optuna {loc.storage}  mlflow {loc.tracking_uri if not no_tracking else 'off'}")
-    try:
+        click.echo(f"study {cfg.name!r}: optuna {redact_url(loc.storage)}  "
+                   f"mlflow {redact_url(loc.tracking_uri) if not no_tracking else 'off'}")
+    try:  # a failure: one line and its exit code (sweeps.cli.options.failure_of), after the bar has stopped
         summary = run_sweep(cfg, loc, workers=workers, n_trials=n_trials, new_study=new_study,
                             tracking=not no_tracking, artifacts="none" if no_artifacts else artifacts,
                             progress=progress)
-    except (ValueError, OSError, DatasetError, MlflowException) as err:
-        if bar:
-            bar.stop()  # before the message: a live progress bar would overdraw it
-        unreachable = isinstance(err, (OSError, DatasetError, MlflowException)) and not isinstance(err, ConfigError)
-        _fail(str(err), EXIT_UNAVAILABLE if unreachable else EXIT_BAD_INPUT)  # a store, server or data file
-        return
     finally:
         if bar:
-            bar.stop()
+            bar.stop()  # before any message: a live progress bar would overdraw it
     c = summary.counts
     ok, pruned, failed, retried, waiting = (c.get(k, 0) for k in (names.STATE_COMPLETE, names.STATE_PRUNED,
                                                                   names.STATE_FAIL, names.COUNT_RETRIED,
@@ -154,6 +155,10 @@ def run(config: str, workers: int | None, n_trials: int | None, population: int 
         line += f"; best trial {summary.best_trial}: {cfg.objective.metric}={summary.best_value:.6g} " \
                 f"{json.dumps(summary.best_params)}"
     click.echo(line)
+    if summary.tracking_refused:
+        click.echo(f"error: {summary.tracking_refused}; the trials it stopped were put back: run the same command "
+                   f"again with the credentials", err=True)
+        sys.exit(EXIT_REFUSED)
     if summary.interrupted:
         click.echo("interrupted: running trials were marked failed, finished trials are kept", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -169,7 +174,8 @@ def run(config: str, workers: int | None, n_trials: int | None, population: int 
     if ok == 0:
         sys.exit(EXIT_NO_COMPLETE)
     if not quiet and not no_tracking:
-        click.echo(f"browse: sweeps ui {summary.study_name}{' --tracking-uri ' + tracking_uri if tracking_uri else ''}")
+        click.echo(f"browse: sweeps ui {summary.study_name}"
+                   f"{' --tracking-uri ' + redact_url(tracking_uri) if tracking_uri else ''}")
 
 
 @main.command()
@@ -188,21 +194,13 @@ def prepare(config: str, storage: str | None, tracking_uri: str | None, mlflow_y
     cfg = _config(config)
     loc = _locations(storage, tracking_uri, mlflow_yml, cfg)
     import optuna
-    from mlflow.exceptions import MlflowException
 
     from sweeps.engine.runner import prepare as prepare_sweep
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    try:
-        prep = prepare_sweep(cfg, loc, new_study=new_study)
-    except (OSError, DatasetError, MlflowException) as err:
-        _fail(str(err), EXIT_UNAVAILABLE)
-        return
-    except ValueError as err:  # ConfigError and StudyMismatch included
-        _fail(str(err))
-        return
-    click.echo(f"study {prep.name!r} ready in {loc.storage}; parent run {prep.parent_run_id} in {loc.tracking_uri}")
+    prep = prepare_sweep(cfg, loc, new_study=new_study)  # a failure: one line (sweeps.cli.options.failure_of)
+    click.echo(f"study {prep.name!r} ready in {redact_url(loc.storage)}; parent run {prep.parent_run_id} in "
+               f"{redact_url(loc.tracking_uri)}")
 
 
 def _existing_storage(url: str) -> None:
@@ -213,7 +211,8 @@ def _existing_storage(url: str) -> None:
         require_sqlite_file(url)
     except FileNotFoundError:
         _fail(f"no Optuna study database at {url} (the file {sqlite_path(url) or ':memory:'} does not exist); "
-              f"give --storage or SWEEPS_STORAGE, or run from the directory where 'sweeps run' created it")
+              f"give --storage or SWEEPS_STORAGE, or run from the directory where 'sweeps run' created it",
+              EXIT_UNAVAILABLE)
 
 
 def _load_study(name: str, loc: Any) -> Any:
@@ -223,7 +222,7 @@ def _load_study(name: str, loc: Any) -> Any:
 
     _existing_storage(loc.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(loc.storage, heartbeat=False)
+    storage = open_storage(loc.storage, heartbeat=False, reader=True)
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -244,14 +243,14 @@ def status(study: str | None, storage: str | None) -> None:
     loc = _locations(storage, None, None)
     _existing_storage(loc.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    st = open_storage(loc.storage, heartbeat=False)
+    st = open_storage(loc.storage, heartbeat=False, reader=True)
     summaries = optuna.study.get_all_study_summaries(st, include_best_trial=True)
     if study:
         summaries = [s for s in summaries if s.study_name == study]
         if not summaries:
             _fail(f"study {study!r} not found in {loc.storage}")
     if not summaries:
-        click.echo(f"no studies in {loc.storage}")
+        click.echo(f"no studies in {redact_url(loc.storage)}")
         return
     columns = ((names.STATE_COMPLETE, "complete", 8), (names.STATE_PRUNED, "pruned", 7),
                (names.STATE_FAIL, "failed", 7), (names.STATE_RUNNING, "running", 8),
@@ -307,6 +306,15 @@ def _write_frame(df: Any, output: str | None, fmt: str | None) -> None:
     click.echo(f"wrote {len(df)} rows to {output}", err=True)
 
 
+def _require_experiment(loc: Any, study: str) -> None:
+    """Fail (exit 2) when the tracking store has no experiment for ``study``: a mistyped study name."""
+    from sweeps.query import client as api
+
+    name = loc.experiment_name(study)
+    if api.make_client(loc.tracking_uri).get_experiment_by_name(name) is None:
+        _fail(f"no MLflow experiment {name!r} at {redact_url(loc.tracking_uri)}: study {study!r} was not tracked there")
+
+
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
                              help="Output format (default: from the file extension, else csv).")
 output_option = click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
@@ -327,8 +335,9 @@ def trials(study: str, storage: str | None, tracking_uri: str | None, mlflow_yml
 
     loc = _locations(storage, tracking_uri, mlflow_yml)
     _load_study(study, loc)
-    df = query.trials(study, storage=loc.storage, tracking_uri=loc.tracking_uri,
-                      experiment_name=loc.experiment_name(study))
+    with reading(loc):
+        df = query.trials(study, storage=loc.storage, tracking_uri=loc.tracking_uri,
+                          experiment_name=loc.experiment_name(study))
     _write_frame(df, output, fmt)
 
 
@@ -353,8 +362,11 @@ def history(study: str, tracking_uri: str | None, mlflow_yml: str | None, metric
     from sweeps import query
 
     loc = _locations(None, tracking_uri, mlflow_yml)
-    df = query.history(study, tracking_uri=loc.tracking_uri, metrics=list(metrics) or None, wide=wide,
-                       experiment_name=loc.experiment_name(study), method=method, params=with_params)
+    with reading(loc):
+        df = query.history(study, tracking_uri=loc.tracking_uri, metrics=list(metrics) or None, wide=wide,
+                           experiment_name=loc.experiment_name(study), method=method, params=with_params)
+        if df.empty:
+            _require_experiment(loc, study)
     _write_frame(df, output, fmt)
 
 
@@ -383,15 +395,13 @@ def explain(study: str, tracking_uri: str | None, mlflow_yml: str | None, trial:
     if trial is not None and run_id is not None:
         _fail(f"give --trial or --run, not both (got --trial {trial} and --run {run_id})")
     loc = _locations(None, tracking_uri, mlflow_yml)
-    try:
+    with reading(loc):  # an unknown study, trial or run (LookupError): one line, exit 2 (OneLineGroup)
         if trial is None and run_id is None:
             exp: Any = dg.explain_study(study, tracking_uri=loc.tracking_uri,
                                         experiment_name=loc.experiment_name(study), method=method)
         else:
             exp = dg.explain_trial(study, tracking_uri=loc.tracking_uri, experiment_name=loc.experiment_name(study),
                                    trial=trial, run_id=run_id, method=method)
-    except LookupError as err:
-        _fail(str(err).strip("'\""))
     if as_json:
         click.echo(view.to_json(exp))
         return
@@ -434,15 +444,13 @@ def plots(study: str, tracking_uri: str | None, mlflow_yml: str | None, trials: 
 
         def log(run_id: str, path: Any) -> None:
             client.log_artifact(run_id, str(path))
-    try:
+    with reading(loc):  # an unknown study or trial (LookupError): one line, exit 2 (OneLineGroup)
         drawn = draw_trial_plots(study, tracking_uri=loc.tracking_uri, experiment_name=loc.experiment_name(study),
                                  trials=list(trials) or None, best=best if trials or best else 5, out_dir=out_dir,
                                  log=log, method=method)
-    except LookupError as err:
-        _fail(str(err).strip("'\""))
-        return
     if not drawn:
-        _fail(f"study {study!r} has no completed trial to plot in MLflow at {loc.tracking_uri}", EXIT_NO_COMPLETE)
+        _fail(f"study {study!r} has no completed trial to plot in MLflow at {redact_url(loc.tracking_uri)}",
+              EXIT_NO_COMPLETE)
     for number, paths in drawn.items():
         where = ", ".join(str(p) for p in paths) if out_dir is not None else "its MLflow run"
         click.echo(f"trial {number}: {', '.join(p.name.split('-', 2)[-1] for p in paths)} -> {where}")
@@ -468,15 +476,16 @@ def ui(study: str | None, tracking_uri: str | None, mlflow_yml: str | None, port
 
     loc = _locations(None, tracking_uri, mlflow_yml)
     if loc.tracking_uri.startswith(("http://", "https://")):
-        click.echo(f"the tracking URI is a server already: open {loc.tracking_uri}")
-        echo_links(loc.tracking_uri, loc.tracking_uri, loc.experiment_prefix, study, loc.request_timeout_s)
+        shown = redact_url(loc.tracking_uri)
+        click.echo(f"the tracking URI is a server already: open {shown}")
+        echo_links(shown, loc.tracking_uri, loc.experiment_prefix, study, loc.request_timeout_s, strict=True)
         return
     try:
         cmd, env, base_url = server_command(loc, host, port)
     except FileNotFoundError as err:
         _fail(str(err), EXIT_UNAVAILABLE)
         return
-    click.echo(f"MLflow UI on {base_url}  (store {loc.tracking_uri})")
+    click.echo(f"MLflow UI on {base_url}  (store {redact_url(loc.tracking_uri)})")
     echo_links(base_url, loc.tracking_uri, loc.experiment_prefix, study, loc.request_timeout_s)
     sys.exit(serve_in_own_group(cmd, env, interrupted_code=EXIT_INTERRUPTED))
 

@@ -1,15 +1,30 @@
-"""What every ``sweeps`` command shares: its exit codes, the store options, and the one-line failure."""
+"""What every ``sweeps`` command shares: its exit codes, the store options, and the one-line failure.
+
+Every command ends a failure with one ``error:`` line on standard error and an exit code of the table in
+``docs/cli.md`` ("Exit codes"), never a traceback: :class:`OneLineGroup` turns whatever a command raises
+into that line (:func:`failure_of`); ``sweeps --debug`` (or ``SWEEPS_DEBUG=1``) prints the traceback
+first. Secrets never reach the terminal: every line goes through :mod:`sweeps.redaction`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from sweeps.config import ConfigError, SweepConfig, load_config
+from sweeps.redaction import guard_output, redact
 
 EXIT_NO_COMPLETE, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_WORKER_DIED, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+#: The tracking server refused the credentials (HTTP 401/403): set MLFLOW_TRACKING_USERNAME / _PASSWORD.
+EXIT_REFUSED = 5
+#: Anything else: a bug of sweeps (``--debug`` shows the traceback to report).
+EXIT_INTERNAL = 70
 #: What ``trials`` and ``history`` write (``--format``).
 FORMATS = ("csv", "parquet", "json")
 
@@ -24,8 +39,96 @@ mlflow_yml_option = click.option("--mlflow-config", "mlflow_yml", type=click.Pat
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {redact(message)}", err=True)
     sys.exit(code)
+
+
+#: Exceptions raised by the stores' libraries: the store (a database, a server, a file) failed, not sweeps.
+STORE_MODULES = ("sqlalchemy", "psycopg2", "psycopg", "optuna.storages", "mlflow", "requests", "urllib3", "redis",
+                 "sqlite3", "alembic", "pymysql")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    if isinstance(err, KeyError) and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]  # str(KeyError("x")) is "'x'"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _option(args: list[str], name: str) -> str | None:
+    """The value of option ``name`` in a raw argument list (``--name VALUE`` or ``--name=VALUE``)."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _tracking_uri_of(args: list[str]) -> str:
+    """The tracking URI a command line uses (its ``--tracking-uri``, else the environment, ``mlflow.yml``)."""
+    from sweeps.stores import resolve_locations
+
+    try:
+        return resolve_locations(tracking_uri=_option(args, "--tracking-uri"),
+                                 mlflow_yml=_option(args, "--mlflow-config")).tracking_uri
+    except (ValueError, OSError):
+        return os.environ.get("MLFLOW_TRACKING_URI", "")
+
+
+def failure_of(err: BaseException, tracking_uri: str = "") -> tuple[int, str]:
+    """The exit code and the one line for an exception a command raised.
+
+    Credentials refused (HTTP 401/403) -> :data:`EXIT_REFUSED` with the variable to set; a bad config, option,
+    value or study name (``ValueError``, ``LookupError``) -> :data:`EXIT_BAD_INPUT`; a store, server or file
+    that failed (``OSError``, or any exception of the stores' libraries, :data:`STORE_MODULES`) ->
+    :data:`EXIT_UNAVAILABLE`; anything else -> :data:`EXIT_INTERNAL` (a bug: ``--debug`` shows where).
+    """
+    from nncore.datasets import DatasetError
+    from sweeps.stores import CredentialsRefused, refused_credentials, refused_message
+
+    if isinstance(err, CredentialsRefused):
+        return EXIT_REFUSED, str(err)
+    if isinstance(err, DatasetError):  # a data file that is missing or unreadable
+        return EXIT_UNAVAILABLE, _first_line(err)
+    if refused_credentials(err):
+        return EXIT_REFUSED, refused_message(tracking_uri, err)
+    module = type(err).__module__ or ""
+    if isinstance(err, (ConfigError, LookupError)) or (isinstance(err, ValueError) and not module.startswith(
+            STORE_MODULES)):
+        return EXIT_BAD_INPUT, _first_line(err)
+    if isinstance(err, (OSError, DatasetError)) or module.startswith(STORE_MODULES):
+        kind = "" if isinstance(err, OSError) and str(err) else f"{type(err).__name__}: "
+        return EXIT_UNAVAILABLE, kind + _first_line(err)
+    return EXIT_INTERNAL, (f"unexpected {type(err).__name__}: {_first_line(err)} (a bug of sweeps: rerun with "
+                           f"'sweeps --debug ...' and report the traceback)")
+
+
+class OneLineGroup(click.Group):
+    """A click group whose commands end every failure with one ``error:`` line and an exit code
+    (:func:`failure_of`), and whose output is guarded: no secret is ever written (:func:`sweeps.redaction.guard_output`,
+    with the passwords of the URLs given on the command line)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with warnings.catch_warnings():  # click 8.2 deprecates protected_args; before 9.0, args hold them too
+            warnings.simplefilter("ignore", DeprecationWarning)
+            args = [*getattr(ctx, "protected_args", ()), *ctx.args]
+        with guard_output([arg for arg in args if "://" in arg]):
+            try:
+                return super().invoke(ctx)
+            except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+                raise
+            except KeyboardInterrupt:
+                click.echo("error: interrupted", err=True)
+                sys.exit(EXIT_INTERRUPTED)
+            except Exception as err:  # noqa: BLE001 - every failure becomes one line and an exit code
+                if ctx.meta.get("sweeps.debug") or os.environ.get("SWEEPS_DEBUG", "") not in ("", "0"):
+                    import traceback
+
+                    traceback.print_exc()  # through the guard: masked too
+                code, line = failure_of(err, _tracking_uri_of(args))
+                _fail(line, code)
 
 
 def _config(path: str) -> SweepConfig:
@@ -45,3 +148,20 @@ def _locations(storage: str | None, tracking_uri: str | None, mlflow_yml: str | 
                                  config_storage=cfg.study.storage if cfg else None)
     except ValueError as err:
         _fail(str(err))
+
+
+
+@contextlib.contextmanager
+def reading(loc: Any, *, tracking: bool = True) -> Iterator[None]:
+    """The block of a reading command: it gives up on an unreachable store within the configured timeout.
+
+    The tracking server (an ``http(s)://`` URI) must answer ``GET /health`` within ``request_timeout_s``
+    (``mlflow.yml``, default 10 s) before anything is read, and MLflow's own HTTP retries are bounded inside
+    the block (:func:`sweeps.stores.mlflow_http_settings`: a few seconds, not MLflow's minutes).
+    """
+    from sweeps.stores import check_tracking_server, mlflow_http_settings
+
+    if tracking:
+        check_tracking_server(loc.tracking_uri, timeout=loc.request_timeout_s)
+    with mlflow_http_settings(loc.request_timeout_s):
+        yield

@@ -18,6 +18,9 @@ from typing import Any
 
 import click
 
+from sweeps.redaction import without_password
+from sweeps.stores import scheme
+
 __all__ = ["echo_links", "runs_table_url", "serve_in_own_group", "server_command", "study_experiments"]
 
 
@@ -58,19 +61,25 @@ def study_experiments(tracking_uri: str, experiment_prefix: str, study: str | No
 
 
 def echo_links(base_url: str, tracking_uri: str, experiment_prefix: str, study: str | None,
-               request_timeout_s: float) -> None:
-    """Print the runs-table link of the study's experiment (or of every sweeps experiment)."""
+               request_timeout_s: float, *, strict: bool = False) -> None:
+    """Print the runs-table link of the study's experiment (or of every sweeps experiment).
+
+    ``strict``: a store that cannot be read raises (the links are all the command does); else the failure is
+    one line and the caller goes on (the links are a convenience: the UI starts anyway)."""
+    from sweeps.redaction import redact
     from sweeps.stores import check_tracking_server, mlflow_http_settings
 
     try:
-        check_tracking_server(tracking_uri)  # a server that does not answer: no MLflow client retries
+        check_tracking_server(tracking_uri, timeout=request_timeout_s)  # no MLflow client retries on a dead server
         with mlflow_http_settings(request_timeout_s):
             found = study_experiments(tracking_uri, experiment_prefix, study)
     except Exception as err:  # noqa: BLE001 - the links are a convenience: the UI starts anyway
-        click.echo(f"(could not list the experiments: {type(err).__name__}: {err})", err=True)
+        if strict:
+            raise
+        click.echo(f"(could not list the experiments: {type(err).__name__}: {redact(err)})", err=True)
         return
     if study is not None and not found:
-        click.echo(f"no experiment {experiment_prefix}{study!s} in {tracking_uri} yet", err=True)
+        click.echo(f"no experiment {experiment_prefix}{study!s} in {redact(tracking_uri)} yet", err=True)
     for name, experiment_id in found:
         click.echo(f"  {name}: {runs_table_url(base_url, experiment_id)}")
 
@@ -82,11 +91,15 @@ def server_command(loc: Any, host: str, port: int) -> tuple[list[str], dict[str,
     exe = str(beside) if beside.exists() else shutil.which("mlflow")
     if exe is None:
         raise FileNotFoundError("the mlflow executable was not found (pip install mlflow)")
-    cmd = [exe, "server", "--backend-store-uri", loc.tracking_uri, "--host", host, "--port", str(port),
-           "--workers", "1"]
+    # The store's URI travels in the environment, not on the command line (which `ps` shows to every user),
+    # and a database password goes to PGPASSWORD (libpq's), out of the URI MLflow might print.
+    cmd = [exe, "server", "--host", host, "--port", str(port), "--workers", "1"]
     if loc.artifact_location:
         cmd += ["--default-artifact-root", loc.artifact_location]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": loc.tracking_uri}
+    store, password = without_password(loc.tracking_uri)
+    if password is not None and scheme(store) in ("postgresql", "postgres"):  # libpq reads it from there
+        env.update(MLFLOW_BACKEND_STORE_URI=store, PGPASSWORD=password)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard bind is browsed on loopback
     return cmd, env, f"http://{shown}:{port}"
 

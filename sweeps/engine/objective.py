@@ -46,8 +46,9 @@ from nncore.regularizers import convert_lambda, decay_rate
 from sweeps import names
 from sweeps.config import SweepConfig
 from sweeps.engine.data import trial_data
-from sweeps.engine.outcome import Interrupted, Kind, TrialEnd, abandoned, end_of, reason_of, tracking_lost
-from sweeps.stores import DEFAULT_TRIAL_ARTIFACTS, TRIAL_ARTIFACTS, TrackingUnavailable
+from sweeps.engine.outcome import (Interrupted, Kind, TrialEnd, abandoned, end_of, reason_of, refused,
+                                   tracking_lost)
+from sweeps.stores import DEFAULT_TRIAL_ARTIFACTS, TRIAL_ARTIFACTS, TrackingUnavailable, refused_credentials
 from sweeps.study import space
 from sweeps.study.storage import StorageUnavailable
 from sweeps.tracking.tracker import Tracker, is_transient, package_versions
@@ -144,6 +145,8 @@ class Objective:
         self.cfg = cfg
         self.data = data
         self.tracker = tracker
+        #: Named in a ``refused`` trial's reason (the tracker's URI; "" without tracking).
+        self.tracking_uri: str = getattr(tracker, "tracking_uri", "")
         self.parent_run_id = parent_run_id
         if artifacts not in TRIAL_ARTIFACTS:
             raise ValueError(f"artifacts must be one of {list(TRIAL_ARTIFACTS)}, got {artifacts!r}")
@@ -221,6 +224,8 @@ class Objective:
             except TrackingUnavailable as exc:
                 return tracking_lost(str(exc), exc)
             except Exception as exc:  # noqa: BLE001 - the trial's end
+                if refused_credentials(exc):
+                    return refused(self.tracking_uri, exc)
                 return TrialEnd(Kind.FAILED, f"MLflow: could not start the trial's run: {reason_of(exc)}", error=exc)
             except KeyboardInterrupt as exc:  # the run may exist: the launcher's repair closes it (by its tag)
                 return TrialEnd(Kind.INTERRUPTED, f"{names.REASON_INTERRUPTED} ({exc}) before training started",
@@ -304,7 +309,8 @@ class Objective:
         if isinstance(result, StorageUnavailable):
             raise result
         trial = member.trial
-        end = end_of(result, member.history, self.cfg.objective.metric, number=trial.number)
+        end = end_of(result, member.history, self.cfg.objective.metric, number=trial.number,
+                     tracking_uri=self.tracking_uri)
         if end.kind == Kind.ABANDONED:
             self.end_run(member.run_id, end)
             return end
@@ -318,6 +324,8 @@ class Objective:
         except optuna.exceptions.UpdateFinishedTrialError:
             end = abandoned(trial.number)
             self.end_run(member.run_id, end)
+            return end
+        if end.kind == Kind.REFUSED:  # the server takes nothing from this worker now: its run stays queued
             return end
         try:
             self._finish(member, end)

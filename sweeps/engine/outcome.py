@@ -11,6 +11,7 @@ pruned        PRUNED               KILLED       ``pruned at epoch k`` or ``diver
 failed        FAIL                 FAILED       ``<ExceptionType>: message``                   takes the next trial
 interrupted   FAIL                 KILLED       ``interrupted``                                retries it, stops (130)
 tracking      FAIL                 (queued)     ``lost: tracking unavailable``                 retries it, stops (76)
+refused       FAIL                 (queued)     ``lost: tracking refused the credentials``     retries it, stops (77)
 abandoned     nothing              KILLED       ``abandoned:`` (on the run only)               takes the next trial
 ============  ===================  ===========  ============================================  ====================
 
@@ -18,7 +19,10 @@ A diverged training (NaN/inf) is PRUNED, not FAIL, so that the samplers (TPE) le
 bad (they ignore failed trials). ``abandoned``: the trial was failed elsewhere (its heartbeat went stale
 while this process was stopped) and already retried by others; nothing is told. ``tracking``: the trial's
 MLflow run could not be created or delivered within ``tracking_outage_s``; the trial is failed with the
-reason and retried with its parameters (it does not count), and the worker stops. ``interrupted``: the worker
+reason and retried with its parameters (it does not count), and the worker stops. ``refused``: the tracking
+server refused the worker's credentials (HTTP 401 or 403: a password changed, a permission revoked); no wait
+can cure that, so the trial is put back at once as for ``tracking`` and the worker stops with one line naming
+the variable to set (:func:`sweeps.stores.refused_message`). ``interrupted``: the worker
 got SIGTERM (a scheduler's stop: Kubernetes, SLURM, ``docker compose stop``) or SIGINT (Ctrl-C); the trial
 stops at once while nncore computes, else after its epoch's I/O, its run ends KILLED with the reason, and
 its point is put back: a copy with the same parameters is enqueued for another worker (or the resumed
@@ -39,6 +43,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from sweeps import names
+from sweeps.redaction import redact
+from sweeps.stores import refused_credentials, refused_message
 
 
 class Interrupted(KeyboardInterrupt):
@@ -61,22 +67,31 @@ class Kind(str, enum.Enum):
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     TRACKING = "tracking"
+    REFUSED = "refused"
     ABANDONED = "abandoned"
 
 
 #: Optuna state told for each kind (None: nothing is told).
 STATE = {Kind.COMPLETE: names.STATE_COMPLETE, Kind.PRUNED: names.STATE_PRUNED, Kind.FAILED: names.STATE_FAIL,
-         Kind.INTERRUPTED: names.STATE_FAIL, Kind.TRACKING: names.STATE_FAIL, Kind.ABANDONED: None}
+         Kind.INTERRUPTED: names.STATE_FAIL, Kind.TRACKING: names.STATE_FAIL, Kind.REFUSED: names.STATE_FAIL,
+         Kind.ABANDONED: None}
 
 
 @dataclass(frozen=True)
 class TrialEnd:
-    """How one trial ended: its kind, its reason, its value (``complete`` only) and the exception behind it."""
+    """How one trial ended: its kind, its reason, its value (``complete`` only) and the exception behind it.
+
+    The reason is shown and stored (Optuna's ``reason`` attribute, MLflow's ``sweeps.reason`` tag): it is
+    made with every secret masked (:func:`sweeps.redaction.redact`), whatever the exception's text held.
+    """
 
     kind: Kind
     reason: str
     value: float | None = None
     error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", redact(self.reason))
 
     @property
     def state(self) -> str | None:
@@ -94,7 +109,7 @@ class TrialEnd:
     def retried(self) -> bool:
         """Whether the trial's point is put back (a copy enqueued with its parameters): a trial stopped by a signal
         or cut off from the tracking store never evaluated its point through a fault of its own."""
-        return self.kind in (Kind.INTERRUPTED, Kind.TRACKING)
+        return self.kind in (Kind.INTERRUPTED, Kind.TRACKING, Kind.REFUSED)
 
     @property
     def keeps_network(self) -> bool:
@@ -116,7 +131,7 @@ class TrialEnd:
             raise self.error if isinstance(self.error, KeyboardInterrupt) else Interrupted(self.reason)
         if self.kind == Kind.ABANDONED:
             raise TrialAbandoned(self.reason)
-        if self.kind == Kind.TRACKING:
+        if self.kind in (Kind.TRACKING, Kind.REFUSED):
             raise TrackingLost(self.reason)
         raise self.error if self.error is not None else RuntimeError(self.reason)
 
@@ -151,11 +166,18 @@ def tracking_lost(detail: str, error: BaseException | None = None) -> TrialEnd:
     return TrialEnd(Kind.TRACKING, f"{names.REASON_LOST_TRACKING}: {detail}", error=error)
 
 
-def end_of(result: Any, history: Sequence[Mapping[str, float]], metric: str, *, number: int = -1) -> TrialEnd:
+def refused(tracking_uri: str, error: BaseException | None = None) -> TrialEnd:
+    """The end of a trial whose run the tracking server refused (HTTP 401/403): ``refused: <the one line>``."""
+    return TrialEnd(Kind.REFUSED, f"{names.REASON_REFUSED}: {refused_message(tracking_uri, error)}", error=error)
+
+
+def end_of(result: Any, history: Sequence[Mapping[str, float]], metric: str, *, number: int = -1,
+           tracking_uri: str = "") -> TrialEnd:
     """The trial's end from what its training produced: a ``TrainResult`` (``stop_reason``) or the exception.
 
     ``history``: the epochs 1, 2, ... it reported (``metric`` at the last one is the value); ``number``: the
-    trial's number (for the abandoned reason). Pure: it records nothing, it only classifies.
+    trial's number (for the abandoned reason); ``tracking_uri``: named in a ``refused`` reason. Pure: it records
+    nothing, it only classifies.
     """
     import optuna
 
@@ -171,6 +193,8 @@ def end_of(result: Any, history: Sequence[Mapping[str, float]], metric: str, *, 
         return abandoned(number)
     if isinstance(result, TrackingLost):
         return TrialEnd(Kind.TRACKING, str(result), error=result)
+    if refused_credentials(result):
+        return refused(tracking_uri, result)
     if isinstance(result, optuna.TrialPruned):
         return TrialEnd(Kind.PRUNED, str(result), error=result)
     if isinstance(result, nncore.DivergenceError):

@@ -138,7 +138,8 @@ class Population:
         except StorageUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. a permanent MLflow error at the run's end
-            return self.objective.record(member.trial, end_of(exc, [], self.objective.cfg.objective.metric))
+            return self.objective.record(member.trial, end_of(exc, [], self.objective.cfg.objective.metric,
+                                                              tracking_uri=self.objective.tracking_uri))
 
     def _settle(self, trial: optuna.Trial, end: TrialEnd) -> TrialEnd:
         """Tell ``end`` (every member's values are in the study first); the pruner's snapshot learns the tell."""

@@ -44,9 +44,11 @@ from sweeps import names
 from sweeps.config import SweepConfig
 from sweeps.engine.data import load_data
 from sweeps.engine.reconcile import reconcile
-from sweeps.engine.worker import EXIT_STORAGE_UNAVAILABLE, EXIT_TRACKING_UNAVAILABLE, run_worker
+from sweeps.engine.worker import (EXIT_STORAGE_UNAVAILABLE, EXIT_TRACKING_REFUSED, EXIT_TRACKING_UNAVAILABLE,
+                                  run_worker)
 from sweeps.report.closing import close_parent
-from sweeps.stores import Locations, check_tracking_server, mlflow_http_settings, restore_environment, set_environment
+from sweeps.stores import (Locations, check_tracking_server, mlflow_http_settings, refused_message, restore_environment,
+                           set_environment)
 from sweeps.study import lost as repair
 from sweeps.study.budget import counts_of, open_study_storage, prepare_study, study_result
 from sweeps.study.samplers import build_pruner, build_sampler
@@ -101,6 +103,9 @@ class SweepSummary:
     #: Set when a worker stopped because the study's storage or the tracking store stayed unreachable.
     storage_unavailable: bool = False
     tracking_unavailable: bool = False
+    #: The one line (:func:`sweeps.stores.refused_message`) when a worker stopped because the tracking server
+    #: refused its credentials (HTTP 401/403); None otherwise.
+    tracking_refused: str | None = None
 
 
 # -- the parent run ------------------------------------------------------------------------
@@ -313,13 +318,14 @@ def _run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None, n_trial
             pool.wait(poll_interval)
             any_alive = bool(pool.alive())  # before the ends are collected: a later death waits for the next pass
             for p in pool.newly_ended():
-                _on_worker_end(p, pool, summary, dead, interrupted.is_set())
+                _on_worker_end(p, pool, summary, dead, interrupted.is_set(), loc.tracking_uri)
             if dead:
                 repair.fail_dead_workers(study, storage, dead, retries)
             if time.monotonic() >= next_repair:
                 repair.fail_lost(study, storage, grace, retries)
                 next_repair = time.monotonic() + cfg.study.heartbeat_interval
-            if not interrupted.is_set() and not (summary.storage_unavailable or summary.tracking_unavailable):
+            if not interrupted.is_set() and not (summary.storage_unavailable or summary.tracking_unavailable
+                                                 or summary.tracking_refused):
                 _replace_workers(study, pool, cfg, started)
             if progress is not None:
                 _report(study, progress, cfg.study.n_trials)
@@ -331,7 +337,7 @@ def _run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None, n_trial
             if not any_alive and not pool.alive():
                 break
         for p in pool.newly_ended():
-            _on_worker_end(p, pool, summary, dead, interrupted.is_set())
+            _on_worker_end(p, pool, summary, dead, interrupted.is_set(), loc.tracking_uri)
     finally:
         restore_environment(saved_env)
         for sig, handler in previous.items():
@@ -344,7 +350,7 @@ def _run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None, n_trial
     summary.best_value, summary.best_params, summary.best_trial = result.best_value, result.best_params, \
         result.best_trial
     summary.interrupted = interrupted.is_set()
-    if tracker is not None and parent_run_id is not None:
+    if tracker is not None and parent_run_id is not None and not summary.tracking_refused:
         try:
             if not close_parent(study, tracker, parent_run_id, result, interrupted=summary.interrupted,
                                 artifacts=artifacts):
@@ -358,9 +364,12 @@ def _run_sweep(cfg: SweepConfig, loc: Locations, *, workers: int | None, n_trial
     return summary
 
 
-def _on_worker_end(p: Any, pool: _Workers, summary: SweepSummary, dead: dict[str, str], interrupted: bool) -> None:
+def _on_worker_end(p: Any, pool: _Workers, summary: SweepSummary, dead: dict[str, str], interrupted: bool,
+                   tracking_uri: str = "") -> None:
     code = p.exitcode
-    if code == EXIT_STORAGE_UNAVAILABLE:
+    if code == EXIT_TRACKING_REFUSED:
+        summary.tracking_refused = refused_message(tracking_uri)
+    elif code == EXIT_STORAGE_UNAVAILABLE:
         summary.storage_unavailable = True
     elif code == EXIT_TRACKING_UNAVAILABLE:
         summary.tracking_unavailable = True

@@ -41,7 +41,9 @@ from sweeps.engine.data import load_data
 from sweeps.engine.objective import Objective
 from sweeps.engine.outcome import Interrupted, Kind, TrialEnd, abandoned, end_of
 from sweeps.engine.population import Population
-from sweeps.stores import DEFAULT_TRIAL_ARTIFACTS, Locations, TrackingUnavailable, bound_mlflow_http_retries
+from sweeps.redaction import guard_output
+from sweeps.stores import (DEFAULT_TRIAL_ARTIFACTS, Locations, TrackingUnavailable, bound_mlflow_http_retries,
+                           refused_credentials, refused_message)
 from sweeps.study import lost as repair
 from sweeps.study.budget import load, open_study_storage
 from sweeps.study.claims import claim_trial, claim_trials, trial_id
@@ -53,6 +55,8 @@ _log = logging.getLogger("sweeps.worker")
 #: Worker exit codes the launcher reports (0: done; 130: interrupted).
 EXIT_STORAGE_UNAVAILABLE = 75
 EXIT_TRACKING_UNAVAILABLE = 76
+#: The tracking server refused the worker's credentials (HTTP 401/403).
+EXIT_TRACKING_REFUSED = 77
 
 
 def population_size(cfg: Any) -> int:
@@ -161,7 +165,16 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: in
     ``ready``/``cancelled`` (events): the launcher prepares the MLflow store and the parent run while
     its workers start; a worker waits for ``ready`` before its first MLflow call (concurrent first
     use of a fresh SQLite store breaks MLflow's migrations) and exits if ``cancelled`` is set.
+
+    What the worker prints or logs (and what the libraries print in it) goes out with every secret masked
+    (:func:`sweeps.redaction.guard_output`).
     """
+    with guard_output([loc.storage, loc.tracking_uri]):
+        return _run_worker(cfg_data, loc, study_name, worker_index, timeout, tracking, artifacts, ready, cancelled)
+
+
+def _run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: int, timeout: float | None,
+                tracking: bool, artifacts: str, ready: Any, cancelled: Any) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a worker process of our own: its settings are ours
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     logging.basicConfig(level=logging.WARNING, format=f"worker {worker_index} (pid {os.getpid()}): %(message)s")
@@ -190,6 +203,11 @@ def run_worker(cfg_data: dict, loc: Locations, study_name: str, worker_index: in
     except TrackingUnavailable as err:
         _log.error("%s", err)
         return EXIT_TRACKING_UNAVAILABLE
+    except Exception as err:
+        if not refused_credentials(err):
+            raise
+        _log.error("%s", refused_message(loc.tracking_uri, err))
+        return EXIT_TRACKING_REFUSED
     stop = threading.Event()
     objective = Objective(cfg, data, tracker, parent_run_id, artifacts=artifacts, interrupt_flag=stop.is_set,
                           names_worker=False)
@@ -262,6 +280,8 @@ class _Loop:
                 kinds = {end.kind for end in ends.values()}
                 if Kind.INTERRUPTED in kinds:
                     return self._finish(130)
+                if Kind.REFUSED in kinds:
+                    return self._finish(EXIT_TRACKING_REFUSED)
                 if Kind.TRACKING in kinds:
                     return self._finish(EXIT_TRACKING_UNAVAILABLE)
         except StorageUnavailable as err:
@@ -301,7 +321,8 @@ class _Loop:
             except StorageUnavailable:
                 raise
             except Exception as err:  # noqa: BLE001 - e.g. a permanent MLflow error at the run's end: the trial's
-                end = self.objective.record(trial, end_of(err, [], self.cfg.objective.metric))  # end, not the worker's
+                end = self.objective.record(trial, end_of(err, [], self.cfg.objective.metric,  # end, not the worker's
+                                                          tracking_uri=self.objective.tracking_uri))
             end = self._tell(trial, end)
         if end.retried:
             repair.retry_trial(self.study, self.storage.get_trial(tid), self.cfg.study.max_retries)
@@ -338,7 +359,7 @@ class _Loop:
         if end.kind == Kind.ABANDONED:
             _log.warning("trial %d dropped: %s", trial.number, end.reason)
             return end
-        if end.kind == Kind.TRACKING:
+        if end.kind in (Kind.TRACKING, Kind.REFUSED):
             _log.error("trial %d: %s", trial.number, end.reason)
         elif end.kind == Kind.FAILED:
             _log.warning("trial %d failed: %s", trial.number, end.reason)

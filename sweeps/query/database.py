@@ -40,10 +40,11 @@ from sweeps import compat
 from sweeps.compat import SCHEMA_REVISIONS, schema_revision
 from sweeps.names import TAG_ROLE, TAG_TRIAL_NUMBER
 from sweeps.query.base import ROLE_TRIAL, Unsupported, as_int, trial_or_missing
+from sweeps.redaction import redact_url
 from sweeps.query.frames import RAW_COLUMNS, empty_raw, typed_raw
 from sweeps.stores import DB_SCHEMES, read_only_connection, require_sqlite_file, scheme
 
-__all__ = ["DB_SCHEMES", "SCHEMA_REVISIONS", "read_history", "require_sqlite_file", "schema_revision", "scheme"]
+__all__ = ["DB_SCHEMES", "NotATrackingStore", "SCHEMA_REVISIONS", "read_history", "require_sqlite_file", "schema_revision", "scheme"]
 
 #: Runs per metrics query: with two bound parameters per run (its number and id) and up to
 #: :data:`MAX_SQL_KEYS` keys, below SQLite's historical limit of 999 bound parameters.
@@ -56,9 +57,17 @@ MAX_SQL_KEYS = 400
 
 
 
-def check_schema(conn: Any) -> None:
-    """Raise :class:`Unsupported` unless the revision is one of :data:`SCHEMA_REVISIONS`."""
+class NotATrackingStore(OSError):
+    """The database holds no MLflow tracking store (a wrong URI): nothing is read, nothing is created."""
+
+
+def check_schema(conn: Any, uri: str = "the tracking database") -> None:
+    """Raise :class:`Unsupported` unless the revision is one of :data:`SCHEMA_REVISIONS`; :class:`NotATrackingStore`
+    when the database has no revision at all."""
     revision = compat.schema_revision(conn)
+    if revision is None:  # no Alembic revision at all: not MLflow's database (MLflow's client would create its tables)
+        raise NotATrackingStore(f"{redact_url(uri)} is not an MLflow tracking database (it has no "
+                                f"Alembic revision): give the tracking URI of the sweep's MLflow store")
     if not compat.schema_supported(revision, "\"sql\" history reader", "histories are read through MlflowClient"):
         import mlflow
 
@@ -178,7 +187,7 @@ def read_history(uri: str, experiment: str, keys: list[str] | None, trials: list
     """The backend's ``read_history`` (see :mod:`sweeps.query.base`)."""
     require_sqlite_file(uri)
     with read_only_connection(uri) as conn:
-        check_schema(conn)
+        check_schema(conn, uri)
         experiment_id = _experiment_id(conn, experiment)
         if experiment_id is None:
             return empty_raw()

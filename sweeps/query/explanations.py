@@ -21,6 +21,7 @@ from sweeps.analysis.diagnosis import (
 from sweeps.names import RUN_RUNNING
 from sweeps.query.client import search_trial_runs
 from sweeps.query.reading import experiment_for, history
+from sweeps.redaction import redact_url
 
 
 def study_trial_runs(study_name: str, tracking_uri: str, experiment_name: str | None) -> list[Any]:
@@ -32,7 +33,7 @@ def study_trial_runs(study_name: str, tracking_uri: str, experiment_name: str | 
     experiment = experiment_name or experiment_for(study_name)
     runs = search_trial_runs(tracking_uri, experiment)
     if runs is None:
-        raise LookupError(f"no MLflow experiment {experiment!r} at {tracking_uri}")
+        raise LookupError(f"no MLflow experiment {experiment!r} at {redact_url(tracking_uri)}")
     return runs
 
 
@@ -50,7 +51,7 @@ def explain_trial(study_name: str, *, tracking_uri: str, trial: int | None = Non
     match = [r for r in runs if (r.info.run_id == run_id if run_id is not None else trial_number_of(r) == trial)]
     if not match:
         what = f"run {run_id}" if run_id is not None else f"trial {trial}"
-        raise LookupError(f"study {study_name!r} has no {what} in MLflow at {tracking_uri}")
+        raise LookupError(f"study {study_name!r} has no {what} in MLflow at {redact_url(tracking_uri)}")
     run = match[0]
     wide = history(study_name, tracking_uri=tracking_uri, experiment_name=experiment_name, wide=True,
                          method=method, trials=[trial_number_of(run)])

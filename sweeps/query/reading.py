@@ -18,6 +18,7 @@ from sweeps.names import EXPERIMENT_PREFIX, TRIAL_REASON, TRIAL_RUN
 from sweeps.query import client, database, rest
 from sweeps.query.base import HistoryReader, Unsupported
 from sweeps.query.frames import attach_final_metrics, attach_params, finish_long, to_wide, trials_frame
+from sweeps.redaction import redact, redact_url
 from sweeps.stores import (DB_SCHEMES, HISTORY_METHODS, experiment_prefix, is_journal, journal_storage,
                            require_sqlite_file, scheme)
 
@@ -93,7 +94,7 @@ def trials(
         require_sqlite_file(tracking_uri)
         runs = client.search_trial_runs(tracking_uri, experiment)
         if runs is None:
-            warnings.warn(f"no MLflow experiment {experiment!r} at {tracking_uri}: no metric columns added",
+            warnings.warn(f"no MLflow experiment {experiment!r} at {redact_url(tracking_uri)}: no metric columns added",
                           stacklevel=2)
         else:
             df = attach_final_metrics(df, client.final_metrics(runs))
@@ -163,7 +164,7 @@ def history(
     try:
         raw = READERS[chosen](tracking_uri, experiment, keys, numbers)
     except Unsupported as why:
-        warnings.warn(f"method {chosen!r} cannot read {tracking_uri}: {why}; falling back to "
+        warnings.warn(f"method {chosen!r} cannot read {redact_url(tracking_uri)}: {redact(why)}; falling back to "
                       "MlflowClient.get_metric_history per run (slow)", RuntimeWarning, stacklevel=2)
         raw = READERS["api"](tracking_uri, experiment, keys, numbers)
     long = finish_long(raw)
@@ -196,9 +197,9 @@ def _choose(method: str, uri: str) -> str:
     if method == "auto":
         return "sql" if is_db else "http" if is_http else "api"
     if method == "sql" and not is_db:
-        raise ValueError(f"method='sql' needs a database tracking URI, got {uri!r}")
+        raise ValueError(f"method='sql' needs a database tracking URI, got {redact_url(uri)!r}")
     if method == "http" and not is_http:
-        raise ValueError(f"method='http' needs an http(s) tracking URI, got {uri!r}")
+        raise ValueError(f"method='http' needs an http(s) tracking URI, got {redact_url(uri)!r}")
     return method
 
 

@@ -42,6 +42,7 @@ from sweeps import compat
 from sweeps.query import client as api
 from sweeps.query.base import Unsupported
 from sweeps.query.frames import raw_frame
+from sweeps.redaction import redact_url
 
 __all__ = ["MAX_RESULTS", "MAX_RUNS", "ROUTE", "BulkHistory", "host_creds", "read_history"]
 
@@ -67,7 +68,7 @@ def host_creds(uri: str) -> Any:
         return creds
     creds = compat.client_store_host_creds(api.make_client(uri))
     if creds is None:
-        raise Unsupported(f"no host credentials for {uri!r} from the installed MLflow's store")
+        raise Unsupported(f"no host credentials for {redact_url(uri)!r} from the installed MLflow's store")
     return creds
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from sweeps import names
 from sweeps.plots.figures import PLOT_FILES, trial_figures
+from sweeps.redaction import redact_url
 
 __all__ = ["DEFAULT_BEST", "PLOT_FILES", "best_runs", "draw_trial_plots", "history_rows"]
 
@@ -88,7 +89,7 @@ def draw_trial_plots(study_name: str, *, tracking_uri: str, experiment_name: str
                 by_number[n] = run
         missing = [n for n in trials if n not in by_number]
         if missing:
-            raise LookupError(f"study {study_name!r} has no MLflow run for trial(s) {missing} at {tracking_uri}")
+            raise LookupError(f"study {study_name!r} has no MLflow run for trial(s) {missing} at {redact_url(tracking_uri)}")
         chosen = [by_number[n] for n in dict.fromkeys(trials)]
     else:
         chosen = best_runs(runs, DEFAULT_BEST if best is None else best)

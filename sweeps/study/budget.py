@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeps import names
 from sweeps.config import ConfigError, SweepConfig, parse_config
+from sweeps.redaction import redact_url
 from sweeps.study.samplers import build_pruner, build_sampler, grid_points
 from sweeps.study.storage import open_storage
 
@@ -88,7 +89,7 @@ def prepare_study(cfg: SweepConfig, storage_url: str, *, new_study: bool = False
             if not new_study:
                 if direction == cfg.objective.direction and stored == _per_trial_fingerprint(cfg):
                     raise StudyMismatch(
-                        f"study {name!r} in {storage_url} was created with each trial's own batch order "
+                        f"study {name!r} in {redact_url(storage_url)} was created with each trial's own batch order "
                         f"(before training.batch_order existed, or with training.batch_order: per_trial); this "
                         f"config uses training.batch_order: {cfg.training.batch_order} (one batch order for every "
                         f"trial, drawn from the seed), so resuming would mix incomparable trials. Set "
@@ -97,7 +98,7 @@ def prepare_study(cfg: SweepConfig, storage_url: str, *, new_study: bool = False
                 what = "direction" if direction != cfg.objective.direction else \
                     "search space, objective or fixed settings"
                 raise StudyMismatch(
-                    f"study {name!r} in {storage_url} was created with a different {what} than {cfg.name!r} now "
+                    f"study {name!r} in {redact_url(storage_url)} was created with a different {what} than {cfg.name!r} now "
                     f"has (stored direction: {direction}); resuming would mix incomparable trials. Use --new-study "
                     f"to start a new study, or change 'name'.")
             name = _free_name(storage, name)

@@ -15,6 +15,7 @@ import warnings
 from typing import Any
 
 from sweeps import compat, names
+from sweeps.redaction import redact, redact_url
 from sweeps.stores import is_journal, journal_storage
 
 _log = logging.getLogger("sweeps.storage")
@@ -51,6 +52,9 @@ POOL_SIZE = 1
 POOL_OVERFLOW = 1
 #: Seconds a call waits for the process's connection; past that it fails transiently and is retried.
 POOL_TIMEOUT_S = 30.0
+#: Seconds a new PostgreSQL connection may take (libpq's ``connect_timeout``): a host that does not answer
+#: (a firewall that drops packets) fails after this, transiently, instead of the operating system's minutes.
+CONNECT_TIMEOUT_S = 10
 
 
 def application_name(role: str) -> str:
@@ -61,7 +65,7 @@ def application_name(role: str) -> str:
 
 def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                  heartbeat_grace: int = HEARTBEAT_GRACE, stale_trial_callback: Any = None,
-                 role: str = "client", schema_checked: bool = False) -> Any:
+                 role: str = "client", schema_checked: bool = False, reader: bool = False) -> Any:
     """Open an Optuna storage for ``url`` with the settings that make it safe for several workers.
 
     RDB storages (SQLite, PostgreSQL, MySQL) get Optuna's heartbeat (``heartbeat_interval`` and
@@ -80,6 +84,13 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
     connections carry ``application_name`` = :func:`application_name` of ``role`` (``worker``, ``launcher``,
     ...). Through PgBouncer in transaction mode this works as is (no prepared statements, no session state
     between transactions; PgBouncer must ignore the ``options`` startup parameter: docs/deployment.md).
+    A PostgreSQL connection gives up after :data:`CONNECT_TIMEOUT_S` (libpq's ``connect_timeout``) unless the
+    URL sets one.
+
+    ``reader`` (the reading commands): opening is retried :data:`READER_RETRIES` times, not
+    :data:`STORAGE_RETRIES` (~20 s), and Optuna's tables are not created: a database without them is
+    refused as not a study database. A database that refuses the login, or does not exist, is not retried. Failing: :class:`StorageUnavailable` (the database failed, an ``OSError``) or ``ValueError``
+    (the URL is not one Optuna can open); both name the URL with its password masked.
     """
     import optuna
 
@@ -98,8 +109,12 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
             if "options=" not in url:
                 ms = int(1000 * idle_in_transaction_timeout(heartbeat_interval))
                 connect_args["options"] = f"-c idle_in_transaction_session_timeout={ms}"
+            if "connect_timeout=" not in url:
+                connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
             engine_kwargs["connect_args"] = connect_args
     kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
+    if reader:
+        kwargs.update(skip_table_creation=True)
     if schema_checked:
         kwargs.update(skip_table_creation=True, skip_compatibility_check=True)
         if "max_overflow" in engine_kwargs:
@@ -113,14 +128,28 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            storage = with_retries(lambda: _create(cls, url, kwargs), what=f"opening {url}")
+            storage = with_retries(lambda: _create(cls, url, kwargs), what=f"opening {redact_url(url)}",
+                                   retries=READER_RETRIES if reader else STORAGE_RETRIES)
     except StorageUnavailable:
         raise
     except Exception as err:  # noqa: BLE001 - re-raised with the URL named
-        raise ValueError(f"cannot open Optuna storage {url!r}: {err}") from err
+        from sqlalchemy import exc as sa_exc
+
+        if reader and _no_table(err):
+            raise StorageUnavailable(f"{redact_url(url)} is not an Optuna study database (it has no Optuna tables: "
+                                     f"{redact(_first_line(err))})") from err
+        if isinstance(err, sa_exc.DBAPIError) or isinstance(err.__cause__, sa_exc.DBAPIError):
+            raise StorageUnavailable(f"cannot open the Optuna storage {redact_url(url)}: "
+                                     f"{redact(_first_line(err))}") from err
+        raise ValueError(f"cannot open Optuna storage {redact_url(url)!r}: {redact(_first_line(err))}") from err
     if "max_overflow" in engine_kwargs:
         compat.close_pool_overflow(storage)  # open: from now on one connection, never two
     return storage
+
+
+def _no_table(err: BaseException) -> bool:
+    text = f"{err} {err.__cause__ or ''}".lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
 
 
 def _create(cls: type, url: str, kwargs: dict[str, Any], attempts: int = 5) -> Any:
@@ -146,6 +175,8 @@ class StorageUnavailable(OSError):
 #: Transient storage errors are retried this many times, waiting 0.1, 0.2, 0.4, ... (at most
 #: ``STORAGE_MAX_DELAY``) seconds between tries: about 20 s in all before :class:`StorageUnavailable`.
 STORAGE_RETRIES = 9
+#: ... and this many times when a reading command opens the storage (about 0.3 s in all).
+READER_RETRIES = 2
 STORAGE_MAX_DELAY = 5.0
 #: A database that refuses a connection because it has none left (PostgreSQL's ``max_connections``,
 #: PgBouncer's ``max_client_conn``) is not down: it is full. A worker then waits and tries again, every
@@ -167,6 +198,8 @@ def is_transient(err: BaseException) -> bool:
     """
     from sqlalchemy import exc as sa_exc
 
+    if is_permanent(err):
+        return False
     seen = 0
     while err is not None and seen < 5:
         if isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
@@ -178,6 +211,18 @@ def is_transient(err: BaseException) -> bool:
         err = err.__cause__ or err.__context__  # type: ignore[assignment]
         seen += 1
     return False
+
+
+#: What a database says when no retry can cure it: it refuses the login, has no such database, role or table
+#: (not a study database), or the file is not a database at all.
+PERMANENT_MESSAGES = ("password authentication failed", "no password supplied", "does not exist",
+                      "pg_hba.conf", "authentication failed", "no such table", "file is not a database")
+
+
+def is_permanent(err: BaseException) -> bool:
+    """The database refused the login, lacks the database, role or tables, or is not a database."""
+    text = " ".join(str(e) for e in (err, err.__cause__, err.__context__) if e is not None).lower()
+    return any(message in text for message in PERMANENT_MESSAGES)
 
 
 def is_full(err: BaseException) -> bool:
@@ -203,17 +248,17 @@ def with_retries(call: Any, *, what: str, retries: int = STORAGE_RETRIES, sleep:
                 full_since = clock() if full_since is None else full_since
                 if clock() - full_since < full_wait_s:
                     _log.warning("the study's database has no connection left (%s); waiting %.1f s: %s", what,
-                                 delay, _first_line(err))
+                                 delay, redact(_first_line(err)))
                     sleep(delay)
                     delay = min(delay * 2, STORAGE_MAX_DELAY)
                     continue
             attempt += 1
             if attempt > retries:
                 raise StorageUnavailable(f"the study's storage failed {retries + 1} times in a row ({what}): "
-                                         f"{_first_line(err)}") from err
+                                         f"{redact(_first_line(err))}") from err
             _log.log(logging.WARNING if attempt >= 3 else logging.DEBUG,  # one dropped connection is routine
                      "storage error (%s), try %d of %d in %.1f s: %s", what, attempt, retries + 1, delay,
-                     _first_line(err))
+                     redact(_first_line(err)))
             sleep(delay)
             delay = min(delay * 2, STORAGE_MAX_DELAY)
 

@@ -74,6 +74,7 @@ from sweeps.names import (
     TAG_STUDY,
     TAG_TRIAL_NUMBER,
 )
+from sweeps.redaction import redact_url
 from sweeps.stores import FLUSH_INTERVAL_S, TRACKING_OUTAGE_S, TrackingUnavailable  # noqa: F401 - raised here too
 
 #: Longest wait between two delivery tries while the tracking store fails: 30 s after tries that
@@ -331,7 +332,7 @@ class Tracker:
                     raise
                 self._failed(err)
                 if self._clock() >= deadline or should_stop():
-                    raise TrackingUnavailable(f"{what}: the tracking store {self.tracking_uri} failed for "
+                    raise TrackingUnavailable(f"{what}: the tracking store {redact_url(self.tracking_uri)} failed for "
                                               f"{self.outage_s:.0f} s: {str(err).splitlines()[0][:300]}") from err
                 continue
             self._failures, self._retry_at = 0, float("-inf")

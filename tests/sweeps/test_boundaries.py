@@ -32,6 +32,7 @@ RANKS: dict[str, float] = {
     "sweeps.names": 0,  # every Optuna attribute and MLflow tag name
     "sweeps.config": 0,  # SweepConfig, the YAML, the fingerprint
     "sweeps.compat": 0,  # every use of an Optuna or MLflow internal
+    "sweeps.redaction": 0,  # secrets masked in everything shown
     # ... and where the stores live, which may import the leaves only
     "sweeps.stores": 0.5,
     # 1: pure, no store access

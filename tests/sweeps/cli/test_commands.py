@@ -198,7 +198,7 @@ def test_status_counts_trials_by_state_with_the_best_value(cli, filled: str) -> 
 def test_a_mistyped_sqlite_path_is_refused_and_not_created(cli, tmp_path: Path, command: list[str]) -> None:
     missing = tmp_path / "optuan.db"
     r = cli(*command, "--storage", f"sqlite:///{missing}")
-    assert r.exit_code == 2, describe(r)
+    assert r.exit_code == 3, describe(r)  # a missing store, like a missing MLflow database or data file
     assert f"no Optuna study database at sqlite:///{missing}" in r.stderr, describe(r)
     assert not missing.exists()
 
@@ -256,11 +256,12 @@ def test_history_params_adds_the_searched_parameters(cli, tmp_path: Path) -> Non
 
 # -- the rest ----------------------------------------------------------------------------------
 
-def test_ui_on_a_tracking_server_starts_nothing(cli) -> None:
-    r = cli("ui", "--tracking-uri", "http://127.0.0.1:9")
-    assert r.exit_code == 0, describe(r)
-    assert r.stdout.strip() == "the tracking URI is a server already: open http://127.0.0.1:9"
-    assert "could not list the experiments" in r.stderr  # a dead server: no link, no wait
+def test_ui_on_a_tracking_server_starts_nothing_and_a_dead_one_is_one_line(cli) -> None:
+    r = cli("ui", "--tracking-uri", "http://user:UiCanary99@127.0.0.1:9")
+    assert r.exit_code == 3, describe(r)  # the links are all it does: a dead server fails it, at once
+    assert r.stdout.strip() == "the tracking URI is a server already: open http://user:***@127.0.0.1:9"
+    assert r.stderr.startswith("error: the MLflow tracking server http://user:***@127.0.0.1:9 does not answer")
+    assert len(r.stderr.strip().splitlines()) == 1 and "UiCanary99" not in r.stdout + r.stderr
 
 
 def _mlflow_ui_bundle() -> list[Path]:

@@ -95,6 +95,38 @@ def test_a_lost_tracking_store_fails_the_trial_with_a_lost_reason_so_it_is_retri
         made.for_optuna()
 
 
+class _Refused(Exception):
+    """What MLflow raises for an HTTP 401/403 (its error_code), without importing MLflow."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"API request failed with error code {401 if code == 'UNAUTHENTICATED' else 403}")
+        self.error_code = code
+
+
+@pytest.mark.parametrize("code, says", [("UNAUTHENTICATED", "MLFLOW_TRACKING_USERNAME"),
+                                        ("PERMISSION_DENIED", "HTTP 403")])
+def test_refused_credentials_put_the_trial_back_and_name_the_variable(code, says, monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    end = end_of(_Refused(code), HISTORY, METRIC, tracking_uri="http://u:OutcomeCanary1@h:5000")
+    says = "the tracking URI" if code == "UNAUTHENTICATED" else says  # credentials in the URI itself
+    assert (end.kind, end.state, end.run_status) == (Kind.REFUSED, "FAIL", "FAILED")
+    assert end.retried and names.is_infrastructure_failure(end.reason)
+    assert end.reason.startswith(names.REASON_REFUSED) and says in end.reason
+    assert "OutcomeCanary1" not in end.reason and "http://u:***@h:5000" in end.reason
+    with pytest.raises(TrackingLost):
+        end.for_optuna()
+
+
+def test_a_reason_never_holds_a_password(monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "EnvCanary77")
+    err = RuntimeError("could not reach postgresql://u:UrlCanary55@db/x as u with EnvCanary77")
+    end = end_of(err, HISTORY, METRIC)
+    assert end.kind == Kind.FAILED
+    assert "UrlCanary55" not in end.reason and "EnvCanary77" not in end.reason
+    assert end.reason == "RuntimeError: could not reach postgresql://u:***@db/x as u with ***"
+
+
 @pytest.mark.parametrize("err, reason", [(RuntimeError("boom"), "RuntimeError: boom"), (KeyError(), "KeyError")])
 def test_any_other_exception_fails_the_trial_with_its_type_and_message(err, reason) -> None:
     end = end_of(err, HISTORY, METRIC)
@@ -109,10 +141,11 @@ def test_any_other_exception_fails_the_trial_with_its_type_and_message(err, reas
 def test_every_kind_maps_to_the_run_status_that_names_gives_its_state_and_reason(kind) -> None:
     """The two maps (state per kind, status per state and reason) agree: only interrupted and abandoned runs end
     KILLED outside PRUNED, and only a complete trial's run ends FINISHED."""
-    reasons = {Kind.INTERRUPTED: "interrupted", Kind.ABANDONED: "abandoned: x", Kind.TRACKING: "lost: tracking"}
+    reasons = {Kind.INTERRUPTED: "interrupted", Kind.ABANDONED: "abandoned: x", Kind.TRACKING: "lost: tracking",
+               Kind.REFUSED: names.REASON_REFUSED}
     end = TrialEnd(kind, reasons.get(kind, "x"), value=1.0 if kind == Kind.COMPLETE else None)
     expected = {Kind.COMPLETE: "FINISHED", Kind.PRUNED: "KILLED", Kind.FAILED: "FAILED", Kind.INTERRUPTED: "KILLED",
-                Kind.TRACKING: "FAILED", Kind.ABANDONED: "KILLED"}
+                Kind.TRACKING: "FAILED", Kind.REFUSED: "FAILED", Kind.ABANDONED: "KILLED"}
     assert end.run_status == expected[kind]
 
 

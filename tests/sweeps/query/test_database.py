@@ -99,12 +99,19 @@ def test_unknown_revision_is_never_read_by_sql(alpha, tmp_path, monkeypatch):
     assert not queried
 
 
-def test_missing_alembic_table_is_unsupported(alpha, tmp_path):
+def test_missing_alembic_table_is_not_a_tracking_store_and_nothing_is_created(alpha, tmp_path):
+    """No revision at all: not MLflow's database. Refused, not read through MlflowClient (which would create
+    MLflow's tables in it)."""
     uri = _copy(alpha, tmp_path)
     with sqlite3.connect(uri.removeprefix("sqlite:///")) as con:
         con.execute("DROP TABLE alembic_version")
-    with pytest.raises(database.Unsupported, match="revision None"):
+        tables = sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+    with pytest.raises(database.NotATrackingStore, match="is not an MLflow tracking database"):
         database.read_history(uri, "sweeps/alpha", None, None)
+    with pytest.raises(database.NotATrackingStore):
+        query.history("alpha", tracking_uri=uri, experiment_name="sweeps/alpha")  # no fallback either
+    with sqlite3.connect(uri.removeprefix("sqlite:///")) as con:
+        assert sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")) == tables
 
 
 def test_altered_schema_at_a_known_revision_fails_loudly(alpha, tmp_path):
