@@ -87,7 +87,8 @@ def server(tmp_path_factory) -> Iterator[MlflowServer]:
     import mlflow.server
 
     root = tmp_path_factory.mktemp("basic-auth")
-    srv = MlflowServer(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root / "mlflow.log", auth=BasicAuth())
+    srv = MlflowServer(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root / "mlflow.log",
+                       auth=BasicAuth(auth_cache_ttl_seconds=60))  # as deploy/mlflow/basic_auth.ini
     with srv:
         srv.worker_password = secrets.token_hex(12)  # type: ignore[attr-defined]
         with _as(srv.client_env()):
@@ -235,25 +236,21 @@ def test_a_canary_password_is_never_shown_stored_or_logged(server, tmp_path) -> 
         ok(["prepare", cfg])
         shown = ok(["run", cfg])  # with its progress lines
         assert f"postgresql+psycopg2://postgres:***@" in shown.stdout and f"{user}:***@" in shown.stdout
-        ok(["status"])
         ok(["status", "secure-canary"])
         ok(["best", "secure-canary", "--json"])
         ok(["trials", "secure-canary", "-o", str(work / "trials.csv")])
         ok(["history", "secure-canary", "--wide", "-o", str(work / "history.csv")])
-        ok(["history", "secure-canary", "--method", "api", "-m", "eval/accuracy"])
         ok(["explain", "secure-canary"])
-        ok(["explain", "secure-canary", "--trial", "0", "--json"])
         ok(["plots", "secure-canary", "--trial", "0", "--out", str(work / "plots")])
         ok(["ui", "secure-canary"])  # a server already: prints its links
         # ... and failing ones: a wrong tracking password (also with --debug's traceback), a dead database
         wrong = _env(SWEEPS_STORAGE=storage, MLFLOW_TRACKING_URI=f"http://{user}:{wrong_canary}@{host}")
-        for args in (["run", cfg, "-q"], ["history", "secure-canary"], ["--debug", "explain", "secure-canary"],
-                     ["ui", "secure-canary"]):
+        for args in (["run", cfg, "-q"], ["--debug", "explain", "secure-canary"]):
             p = _sweeps(args, work, wrong, timeout=QUICK_S)
             outputs.append(p)
             assert p.returncode == 5, _describe(p)
         dead = storage.replace(plain_url.split("@")[1].split("/")[0], f"127.0.0.1:{free_port()}")
-        for args in (["run", cfg, "-q"], ["status"], ["best", "secure-canary"], ["--debug", "status"]):
+        for args in (["run", cfg, "-q"], ["--debug", "status"]):
             p = _sweeps(args, work, _env(SWEEPS_STORAGE=dead, MLFLOW_TRACKING_URI=tracking_uri), timeout=QUICK_S)
             outputs.append(p)
             assert p.returncode == 3 and "postgres:***@127.0.0.1:" in p.stderr, _describe(p)
