@@ -38,8 +38,17 @@ mlflow_yml_option = click.option("--mlflow-config", "mlflow_yml", type=click.Pat
                                  help="Path of mlflow.yml (default: ./mlflow.yml if present).")
 
 
+def one_line(message: str) -> str:
+    """``message`` on one line: a config error's field lines joined with ``; `` after its heading."""
+    out = ""
+    for part in (p.strip() for p in str(message).splitlines()):
+        if part:
+            out += (" " if out.endswith(":") else "; " if out else "") + part
+    return out
+
+
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    click.echo(f"error: {redact(message)}", err=True)
+    click.echo(f"error: {redact(one_line(message))}", err=True)
     sys.exit(code)
 
 

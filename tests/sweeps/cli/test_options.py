@@ -35,3 +35,50 @@ def test_a_bad_mlflow_yml_exits_2_naming_the_key(tmp_path: Path, capsys) -> None
     with pytest.raises(SystemExit) as exited:
         _locations(None, None, str(yml))
     assert exited.value.code == EXIT_BAD_INPUT and "flush_interval_s" in capsys.readouterr().err
+
+
+def test_every_failure_is_one_line_even_a_config_with_several_bad_fields(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text("name: x\nstudy: {n_trials: -1, workers: 0}\n")
+    with pytest.raises(SystemExit):
+        _config(str(path))
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "study.n_trials" in err and "; study.workers" in err  # every field still named
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text("name: x\nstudy:\n  n_trials: [1\n  foo: 2\n")
+    with pytest.raises(SystemExit):
+        _config(str(path))
+    err = capsys.readouterr().err
+    assert err == f"error: invalid YAML in {path}: expected ',' or ']', but got ':' at line 4, column 6 " \
+                  f"(while parsing a flow sequence)\n"
+
+
+@pytest.mark.parametrize("err, code, says", [
+    (ValueError("bad value"), 2, "bad value"),
+    (KeyError("study 'x' not found"), 2, "study 'x' not found"),
+    (ConnectionRefusedError(111, "Connection refused"), 3, "Connection refused"),
+    (RuntimeError("boom"), 70, "unexpected RuntimeError: boom (a bug of sweeps"),
+])
+def test_failure_of_classifies_what_a_command_raised(err, code, says) -> None:
+    from sweeps.cli.options import failure_of
+
+    got_code, line = failure_of(err)
+    assert got_code == code and says in line and "\n" not in line
+
+
+def test_a_library_error_of_a_store_is_unavailable_and_a_refusal_names_the_variable(monkeypatch) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import UNAUTHENTICATED
+
+    from sweeps.cli.options import EXIT_REFUSED, failure_of
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    assert failure_of(MlflowException("API request failed: 503"))[0] == EXIT_UNAVAILABLE
+    refused = MlflowException("API request failed with error code 401", error_code=UNAUTHENTICATED)
+    code, line = failure_of(refused, "http://127.0.0.1:5000")
+    assert code == EXIT_REFUSED == 5 and "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
