@@ -390,3 +390,63 @@ def test_an_error_escaping_a_trial_fails_that_trial_and_the_worker_goes_on(sw):
     first, second = sorted(study.trials, key=lambda t: t.number)
     assert first.state.name == "FAIL" and first.user_attrs["reason"].startswith("RuntimeError: BAD_REQUEST")
     assert second.state.name == "COMPLETE" and tracker.ends["run-1"][0] == "COMPLETE"
+
+
+@pytest.mark.parametrize("where", ["epoch", "start"])
+def test_a_refused_credential_stops_the_worker_at_once_and_puts_its_trial_back(sw, where, monkeypatch):
+    """The tracking server answers 401 mid-sweep (a password rotated): no wait for tracking_outage_s, no trial
+    failed through its own fault. The worker stops with 77 after that trial; the trial is failed with the refused
+    reason and a copy of its point waits for a worker with good credentials."""
+    import threading
+
+    import optuna
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import UNAUTHENTICATED
+
+    from sweeps import names
+    from sweeps.config import parse_config
+    from sweeps.engine.data import load_data
+    from sweeps.engine.objective import Objective
+    from sweeps.engine.worker import EXIT_TRACKING_REFUSED, _Loop
+    from sweeps.study.samplers import build_pruner, build_sampler
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    refusal = MlflowException("API request to endpoint /api/2.0/mlflow/runs/log-batch failed with error code 401",
+                              error_code=UNAUTHENTICATED)
+
+    class Refusing(sw.RecordingTracker):
+        tracking_uri = "http://127.0.0.1:5000"
+
+        def start_trial(self, *args: Any, **kw: Any) -> str:
+            if where == "start":
+                raise refusal
+            return super().start_trial(*args, **kw)
+
+        def log_epoch(self, run_id: str, values: dict[str, float], step: int, **kw: Any) -> None:
+            if where == "epoch" and step >= 1:
+                raise refusal
+            super().log_epoch(run_id, values, step, **kw)
+
+    cfg = parse_config(sw.merge(sw.BASE_CONFIG, {"study": {"n_trials": 3, "pruner": {"__replace__": True,
+                                                                                      "name": "none"}}}))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name=cfg.name, storage=storage, direction=cfg.objective.direction,
+                                sampler=build_sampler(cfg), pruner=build_pruner(cfg))
+    for _ in range(3):
+        study.enqueue_trial({})
+    tracker, stop = Refusing(), threading.Event()
+    objective = Objective(cfg, load_data(cfg.data, cfg.seed), tracker, None, artifacts="none",
+                          interrupt_flag=stop.is_set, names_worker=False)
+    assert _Loop(cfg, study, storage, objective, tracker, stop).run(None) == EXIT_TRACKING_REFUSED
+    by_state: dict[str, list] = {}
+    for t in study.get_trials(deepcopy=False):
+        by_state.setdefault(t.state.name, []).append(t)
+    assert len(by_state["FAIL"]) == 1  # the one trial it took, and no other
+    refused = by_state["FAIL"][0]
+    assert refused.user_attrs["reason"].startswith(names.REASON_REFUSED)
+    assert "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in refused.user_attrs["reason"]
+    assert names.is_infrastructure_failure(refused.user_attrs["reason"])
+    assert len(by_state["WAITING"]) == 3  # the two untouched slots and the put-back copy
+    assert "COMPLETE" not in by_state
