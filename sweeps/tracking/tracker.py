@@ -74,7 +74,7 @@ from sweeps.names import (
     TAG_STUDY,
     TAG_TRIAL_NUMBER,
 )
-from sweeps.redaction import redact_url
+from sweeps.redaction import redact, redact_url
 from sweeps.stores import FLUSH_INTERVAL_S, TRACKING_OUTAGE_S, TrackingUnavailable  # noqa: F401 - raised here too
 
 #: Longest wait between two delivery tries while the tracking store fails: 30 s after tries that
@@ -107,7 +107,9 @@ def package_versions() -> dict[str, str]:
 
 
 def _param_text(value: Any) -> str:
-    text = str(value)
+    """A param's or tag's value as MLflow stores it: text, with every secret masked (a storage URL given in the
+    sweep YAML is a param of the parent run: its password is not), cut to :data:`MAX_PARAM_LENGTH`."""
+    text = redact(value) if isinstance(value, str) else str(value)
     return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
 
 

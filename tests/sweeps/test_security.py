@@ -224,7 +224,7 @@ def test_a_canary_password_is_never_shown_stored_or_logged(server, tmp_path) -> 
     with pg_database("sweeps_test_canary") as plain_url:
         storage = plain_url.replace("postgresql+psycopg2://postgres@", f"postgresql+psycopg2://postgres:{db_canary}@")
         env = _env(SWEEPS_STORAGE=storage, MLFLOW_TRACKING_URI=tracking_uri)
-        cfg = str(_config(work, "secure-canary"))
+        cfg = str(_config(work, "secure-canary", study={"storage": storage}))  # the parent run's params hold it
 
         def ok(args: list[str], **kw) -> subprocess.CompletedProcess:
             p = _sweeps(args, work, kw.pop("env", env), **kw)
@@ -261,7 +261,8 @@ def test_a_canary_password_is_never_shown_stored_or_logged(server, tmp_path) -> 
     for p in outputs:
         places[f"stdout of {p.args[3:]}"] = p.stdout.encode()
         places[f"stderr of {p.args[3:]}"] = p.stderr.encode()
-    places.update({str(k): v for k, v in _files_text(work, server.log_path.parent).items()})  # MLflow's db and log too
+    places.update({str(k): v for k, v in _files_text(work, server.log_path.parent).items()  # MLflow's db and log too
+                   if str(k) != cfg})  # but the user's own config file, which holds the storage URL
     places["the study database"] = study_rows.encode()
     with _as(server.client_env()):
         client = _admin_client(server)
