@@ -16,6 +16,7 @@ Public names:
 * :func:`process_tree`, :func:`group_members` - live processes below a PID / in a process group.
 * :func:`wait_until` - poll a condition, fail the test on timeout.
 * :class:`MlflowServer` - ``mlflow server`` in its own session; start, kill, stop, restart.
+* :class:`BasicAuth` - the settings of MLflow's basic-auth app, for ``MlflowServer(..., auth=BasicAuth())``.
 * :class:`StallingProxy` - a TCP proxy that can stop forwarding bytes on demand.
 * :class:`BackendTerminator` - a thread that keeps terminating the backends of one database.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -37,8 +39,9 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 import pytest
 
@@ -283,7 +286,7 @@ class BackendTerminator(threading.Thread):
         elif self.is_alive():
             self.join(timeout)
 
-    def __enter__(self) -> BackendTerminator:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -301,6 +304,30 @@ _live_groups: set[int] = set()
 def _kill_leftover_groups() -> None:
     for pgid in list(_live_groups):
         _killpg(pgid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """MLflow's basic-auth app for :class:`MlflowServer` (``mlflow server --app-name basic-auth``).
+
+    The passwords are fresh random ones unless given: a test logs in as the admin with
+    ``auth.admin_username`` / ``auth.admin_password`` (or :meth:`MlflowServer.client_env`). The server
+    refuses an admin password under 12 characters or ``password1234``. ``database_uri`` is the user
+    store: None puts it in a SQLite file next to the server's log (it outlives a restart, so the admin
+    is created once, with the password of the first start). ``auth_cache_ttl_seconds`` as in
+    deploy/mlflow/basic_auth.ini (0: every request checks its password).
+    """
+
+    admin_password: str = field(default_factory=lambda: secrets.token_hex(16))
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    admin_username: str = "admin"
+    default_permission: str = "READ"
+    auth_cache_ttl_seconds: int = 0
+    database_uri: str | None = None
+
+    def __repr__(self) -> str:  # a failing test's report never shows the passwords
+        return (f"BasicAuth(admin_username={self.admin_username!r}, default_permission={self.default_permission!r}, "
+                f"auth_cache_ttl_seconds={self.auth_cache_ttl_seconds}, database_uri={self.database_uri!r})")
 
 
 class MlflowServer:
@@ -321,12 +348,19 @@ class MlflowServer:
 
     Use it as a context manager (starts on enter unless started already, and always stops on exit)
     or call :meth:`start` / :meth:`stop` yourself.
+
+    ``auth=BasicAuth(...)`` runs MLflow's basic-auth app (``--app-name basic-auth``): :meth:`start` writes
+    its ini (and, by default, its SQLite user store) to ``auth_dir`` (``mlflow-auth-<port>`` next to
+    ``log_path``) and passes ``MLFLOW_AUTH_CONFIG_PATH``, ``MLFLOW_AUTH_ADMIN_PASSWORD`` and
+    ``MLFLOW_FLASK_SERVER_SECRET_KEY`` to the server's environment only. ``/health`` stays open, so
+    :meth:`healthy` needs no login; every other request without valid credentials gets 401.
     """
 
     def __init__(self, backend_store_uri: str, artifacts_dir: Path, log_path: Path, port: int | None = None, *,
-                 workers: int = 1, env: dict[str, str] | None = None) -> None:
+                 workers: int = 1, env: dict[str, str] | None = None, auth: BasicAuth | None = None) -> None:
         self.backend_store_uri = backend_store_uri
         self.workers, self.extra_env = workers, dict(env or {})
+        self.auth = auth
         self.artifacts_dir = Path(artifacts_dir)
         self.log_path = Path(log_path)
         self.port = port if port is not None else free_port()
@@ -346,9 +380,44 @@ class MlflowServer:
 
     @property
     def command(self) -> list[str]:
-        return [str(self.exe), "server", "--backend-store-uri", self.backend_store_uri,
+        app = ["--app-name", "basic-auth"] if self.auth is not None else []
+        return [str(self.exe), "server", *app, "--backend-store-uri", self.backend_store_uri,
                 "--artifacts-destination", str(self.artifacts_dir), "--host", LOOPBACK, "--port", str(self.port),
                 "--workers", str(self.workers)]
+
+    @property
+    def auth_dir(self) -> Path:
+        """Where a basic-auth server's ini (``basic_auth.ini``) and default user store (``basic_auth.db``) live."""
+        return self.log_path.parent / f"mlflow-auth-{self.port}"
+
+    def client_env(self, username: str | None = None, password: str | None = None) -> dict[str, str]:
+        """``MLFLOW_TRACKING_URI`` and, for a basic-auth server, ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD``: the
+        admin's unless ``username`` / ``password`` are given. Add it to a client's environment."""
+        env = {"MLFLOW_TRACKING_URI": self.url}
+        if self.auth is not None:
+            username = self.auth.admin_username if username is None else username
+            password = self.auth.admin_password if password is None else password
+        if username is not None:
+            env["MLFLOW_TRACKING_USERNAME"] = username
+        if password is not None:
+            env["MLFLOW_TRACKING_PASSWORD"] = password
+        return env
+
+    def _auth_env(self) -> dict[str, str]:
+        """Write the basic-auth ini; the server's own environment for it (nothing when auth is off)."""
+        if self.auth is None:
+            return {}
+        self.auth_dir.mkdir(parents=True, exist_ok=True)
+        database_uri = self.auth.database_uri or f"sqlite:///{self.auth_dir / 'basic_auth.db'}"
+        ini = self.auth_dir / "basic_auth.ini"
+        ini.write_text("[mlflow]\n"
+                       f"default_permission = {self.auth.default_permission}\n"
+                       f"database_uri = {database_uri}\n"
+                       f"admin_username = {self.auth.admin_username}\n"
+                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                       f"auth_cache_ttl_seconds = {self.auth.auth_cache_ttl_seconds}\n")
+        return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": self.auth.admin_password,
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": self.auth.secret_key}
 
     def running(self) -> bool:
         """Whether any live process of the server's group is left."""
@@ -380,8 +449,10 @@ class MlflowServer:
             raise RuntimeError(f"mlflow server (pid {self.pid}) is running already")
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1", **self.extra_env}
-        env.pop("MLFLOW_TRACKING_URI", None)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("MLFLOW_AUTH_", "MLFLOW_TRACKING_")) and k != "MLFLOW_FLASK_SERVER_SECRET_KEY"}
+        env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1", **self.extra_env,
+                    **self._auth_env()})
         begin = time.monotonic()
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== servicekit: starting {' '.join(self.command)}\n".encode())
@@ -438,7 +509,7 @@ class MlflowServer:
         wait_until(lambda: _port_bindable(self.port), 60, f"port {self.port} to be free for a restart", 0.2)
         return self.start(timeout)
 
-    def __enter__(self) -> MlflowServer:
+    def __enter__(self) -> Self:
         if not self.running():
             self.start()
         return self
@@ -520,7 +591,7 @@ class PgBouncer:
             _live_groups.discard(self._proc.pid)
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> PgBouncer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -615,7 +686,7 @@ class StallingProxy:
         for thread in list(self._threads):
             thread.join(timeout)
 
-    def __enter__(self) -> StallingProxy:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

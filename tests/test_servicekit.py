@@ -1,23 +1,29 @@
 """The fault-injection kit (``tests/servicekit.py``) really does what it says, against real services.
 
 One ``mlflow server`` on a fresh PostgreSQL database is shared by the module (its first start runs
-the migrations); the kill/restart test runs last and leaves it running again.
+the migrations); the kill/restart test runs last and leaves it running again. The basic-auth server
+test starts its own, on SQLite stores.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from servicekit import (
     BackendTerminator,
+    BasicAuth,
     MlflowServer,
     StallingProxy,
     database_name,
@@ -33,7 +39,7 @@ from servicekit import (
 pytestmark = pytest.mark.services
 
 
-def _pg_connect(dbname: str):  # noqa: ANN202
+def _pg_connect(dbname: str) -> Any:
     import psycopg2
 
     return psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname=dbname, connect_timeout=3)
@@ -53,6 +59,19 @@ def _health(base: str, timeout: float = 10) -> int:
     with urllib.request.urlopen(base + "/health", timeout=timeout) as resp:
         resp.read()
         return resp.status
+
+
+def _api_status(base: str, login: tuple[str, str] | None = None) -> int:
+    """The HTTP status of a tracking API read (search experiments), with a basic-auth login or none."""
+    request = urllib.request.Request(base + "/api/2.0/mlflow/experiments/search?max_results=1")
+    if login is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            resp.read()
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
 def _is_timeout(err: BaseException) -> bool:
@@ -180,3 +199,36 @@ def test_server_kill_and_restart_on_the_same_port(server: MlflowServer) -> None:
     exp = mlflow.MlflowClient(tracking_uri=server.url).get_experiment_by_name(name)
     assert exp is not None and exp.experiment_id == exp_id
     print(f"mlflow server start times (s): {[round(t, 1) for t in server.start_times]}")
+
+
+def test_basic_auth_server_needs_a_login_except_for_health(tmp_path: Path) -> None:
+    """``auth=BasicAuth()``: the server runs ``--app-name basic-auth`` with its settings in its own environment
+    only; /health answers without a login, the API only to the admin's; a restart keeps the user store."""
+    auth = BasicAuth()
+    assert BasicAuth().admin_password != auth.admin_password and len(auth.admin_password) >= 12
+    assert auth.admin_password not in repr(auth) and auth.secret_key not in repr(auth)
+    with MlflowServer(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", tmp_path / "server.log",
+                      auth=auth) as srv:
+        assert srv.command[srv.command.index("--app-name") + 1] == "basic-auth"
+        assert srv.healthy() and _health(srv.url) == 200
+        assert _api_status(srv.url) == 401
+        assert _api_status(srv.url, (auth.admin_username, auth.admin_password + "x")) == 401
+        assert _api_status(srv.url, (auth.admin_username, auth.admin_password)) == 200
+        assert srv.client_env() == {"MLFLOW_TRACKING_URI": srv.url, "MLFLOW_TRACKING_USERNAME": auth.admin_username,
+                                    "MLFLOW_TRACKING_PASSWORD": auth.admin_password}
+        # the secrets are in the server's environment, not in this process's nor in the ini it reads
+        server_env = dict(item.split(b"=", 1) for item in Path(f"/proc/{srv.pid}/environ").read_bytes().split(b"\0")
+                          if b"=" in item)
+        assert server_env[b"MLFLOW_AUTH_ADMIN_PASSWORD"] == auth.admin_password.encode()
+        assert server_env[b"MLFLOW_FLASK_SERVER_SECRET_KEY"] == auth.secret_key.encode()
+        ini = Path(server_env[b"MLFLOW_AUTH_CONFIG_PATH"].decode())
+        assert ini.parent == srv.auth_dir and (srv.auth_dir / "basic_auth.db").is_file()
+        assert auth.admin_password not in ini.read_text() and auth.secret_key not in ini.read_text()
+        assert os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD") != auth.admin_password
+        assert os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") != auth.secret_key
+
+        srv.kill()
+        srv.restart()
+        assert _api_status(srv.url) == 401
+        assert _api_status(srv.url, (auth.admin_username, auth.admin_password)) == 200
+    assert not srv.running()

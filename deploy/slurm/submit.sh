@@ -9,7 +9,10 @@
 # only and override its #SBATCH lines (--array=0-15, --cpus-per-task=8, --time=1-00:00:00, ...); options
 # for both jobs go in sbatch's environment variables (SBATCH_PARTITION, SBATCH_ACCOUNT, SBATCH_QOS).
 # SWEEPS_STORAGE and MLFLOW_TRACKING_URI (or SWEEPS_ENV_FILE) must be exported here: the jobs get this
-# environment (--export=ALL,...). Prints the two job ids.
+# environment (--export=ALL,...), and SLURM keeps it with the job. So passwords (PGPASSWORD,
+# MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN) must not be: they go in the file SWEEPS_ENV_FILE
+# names (yours, chmod 600), which the jobs read on the node; submit.sh refuses them here.
+# Prints the two job ids.
 set -euo pipefail
 
 usage="usage: $(basename "$0") CONFIG [SBATCH OPTION ...]"
@@ -28,6 +31,13 @@ if [[ "$config" == *,* ]]; then  # --export splits its list at commas
     echo "submit.sh: the config path may not hold a comma (sbatch --export splits at commas): $config" >&2
     exit 2
 fi
+for var in PGPASSWORD MLFLOW_TRACKING_PASSWORD MLFLOW_TRACKING_TOKEN; do
+    if [[ -n "${!var:-}" ]]; then
+        echo "submit.sh: $var is set here: sbatch --export=ALL would give it to SLURM, which keeps a job's" \
+             "environment; unset it and put it in the file SWEEPS_ENV_FILE names (chmod 600)" >&2
+        exit 2
+    fi
+done
 if [[ -z "${SWEEPS_ENV_FILE:-}" ]]; then
     for var in SWEEPS_STORAGE MLFLOW_TRACKING_URI; do
         if [[ -z "${!var:-}" ]]; then
@@ -40,6 +50,10 @@ fi
 if [[ -n "${SWEEPS_ENV_FILE:-}" ]]; then
     if [[ ! -r "$SWEEPS_ENV_FILE" ]]; then
         echo "submit.sh: SWEEPS_ENV_FILE=$SWEEPS_ENV_FILE is not a readable file" >&2
+        exit 2
+    fi
+    if [[ ! -O "$SWEEPS_ENV_FILE" ]] || (( 8#$(stat -L -c %a "$SWEEPS_ENV_FILE") & 8#077 )); then
+        echo "submit.sh: SWEEPS_ENV_FILE=$SWEEPS_ENV_FILE may hold passwords, so it must be yours and readable by you only (chmod 600 it)" >&2
         exit 2
     fi
     SWEEPS_ENV_FILE="$(cd "$(dirname "$SWEEPS_ENV_FILE")" && pwd -P)/$(basename "$SWEEPS_ENV_FILE")"

@@ -4,7 +4,9 @@ SLURM cannot be installed here, so what SLURM itself does is stood in for: its `
 checked against sbatch's option syntax; the batch scripts run under plain bash (their ``#SBATCH`` lines
 are comments) with the variables SLURM would set (``SLURM_ARRAY_TASK_ID``, ``SLURM_CPUS_PER_TASK``) and
 SQLite stores; ``--signal=B:TERM`` is a SIGTERM to the bash process only, a preemption a SIGTERM to every
-process of the job; ``sbatch``/``scancel`` are fakes on PATH that record their arguments.
+process of the job; ``sbatch``/``scancel`` are fakes on PATH that record their arguments. Passwords (the
+database's, the MLflow user's ``MLFLOW_TRACKING_PASSWORD``) reach the jobs only from an env file readable by
+its owner only, never from the submitting environment, and no log shows them.
 
 Tests that start processes are ``slow``. Every process group started here is killed when the test ends.
 """
@@ -351,21 +353,38 @@ def test_a_missing_variable_fails_at_once_with_one_line_naming_it(jobs: Jobs, tm
 
 FAKE_SWEEPS = """#!/bin/bash
 { printf '%s\\n' "$@"; echo "--env"; env | grep -E '^(OMP_NUM_THREADS|OPENBLAS_NUM_THREADS|MKL_NUM_THREADS|\
-SWEEPS_STORAGE|MLFLOW_TRACKING_URI|SECRET_FROM_FILE)=' | sort; } > "$FAKE_RECORD"
-exit "$FAKE_EXIT"
+SWEEPS_STORAGE|MLFLOW_TRACKING_URI|MLFLOW_TRACKING_USERNAME|MLFLOW_TRACKING_PASSWORD|SECRET_FROM_FILE)=' | sort; \
+} > "$FAKE_RECORD"
+exit "${FAKE_EXIT:-0}"
 """
+
+
+#: An MLflow password in the tests' env files (random: it must never show up in a log).
+MLFLOW_SECRET = os.urandom(12).hex()
+
+
+def _fake_sweeps(tmp_path: Path) -> Path:
+    fake = tmp_path / "fake-sweeps"
+    fake.write_text(FAKE_SWEEPS)
+    fake.chmod(0o755)
+    return fake
+
+
+def _recorded(record: Path) -> tuple[list[str], dict[str, str]]:
+    """(arguments, environment) the fake sweeps was started with."""
+    args, _, env_lines = record.read_text().partition("--env\n")
+    return args.split(), dict(line.split("=", 1) for line in env_lines.splitlines())
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("code", [0, 1, 3, 4, 130])
 def test_the_script_passes_the_env_file_on_and_exits_with_sweeps_own_code(jobs: Jobs, tmp_path: Path,
                                                                           code: int) -> None:
-    fake = tmp_path / "fake-sweeps"
-    fake.write_text(FAKE_SWEEPS)
-    fake.chmod(0o755)
+    fake = _fake_sweeps(tmp_path)
     env_file = tmp_path / "sweeps.env"
     env_file.write_text("SWEEPS_STORAGE=postgresql+psycopg2://sweeps:pw@db/optuna\n"
-                        "MLFLOW_TRACKING_URI=http://track:5000\nSECRET_FROM_FILE=yes\n")
+                        "MLFLOW_TRACKING_URI=http://track:5000\nSECRET_FROM_FILE=yes\n"
+                        f"MLFLOW_TRACKING_USERNAME=sweeps-worker\nMLFLOW_TRACKING_PASSWORD={MLFLOW_SECRET}\n")
     env_file.chmod(0o600)
     record = tmp_path / "record"
     env = job_env(tmp_path, SWEEPS_STORAGE=None, MLFLOW_TRACKING_URI=None, SWEEPS_ENV_FILE=str(env_file),
@@ -373,13 +392,97 @@ def test_the_script_passes_the_env_file_on_and_exits_with_sweeps_own_code(jobs: 
     rc = jobs.run(SWEEP, tmp_path, env, "job.out", timeout=30)
     out = (tmp_path / "job.out").read_text()
     assert rc == code, out
-    args, _, env_lines = record.read_text().partition("--env\n")
-    assert args.split() == ["run", "cfg.yaml", "--workers", "3", "--quiet"]
-    got = dict(line.split("=", 1) for line in env_lines.splitlines())
+    args, got = _recorded(record)
+    assert args == ["run", "cfg.yaml", "--workers", "3", "--quiet"]
     assert got == {"MKL_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                    "SWEEPS_STORAGE": "postgresql+psycopg2://sweeps:pw@db/optuna",
-                   "MLFLOW_TRACKING_URI": "http://track:5000", "SECRET_FROM_FILE": "yes"}
-    assert f"sweeps run exited {code} (" in out and "pw@" not in out, out
+                   "MLFLOW_TRACKING_URI": "http://track:5000", "SECRET_FROM_FILE": "yes",
+                   "MLFLOW_TRACKING_USERNAME": "sweeps-worker", "MLFLOW_TRACKING_PASSWORD": MLFLOW_SECRET}
+    assert f"sweeps run exited {code} (" in out and "pw@" not in out and MLFLOW_SECRET not in out, out
+
+
+
+@pytest.mark.slow
+def test_prepare_logs_in_with_the_env_file_user_too(jobs: Jobs, tmp_path: Path) -> None:
+    """prepare creates the experiment: it must log in as the same user as the array (then the experiment is theirs)."""
+    env_file = tmp_path / "sweeps.env"
+    env_file.write_text("SWEEPS_STORAGE=sqlite:///optuna.db\nMLFLOW_TRACKING_URI=http://track:5000\n"
+                        f"MLFLOW_TRACKING_USERNAME=sweeps-worker\nMLFLOW_TRACKING_PASSWORD={MLFLOW_SECRET}\n")
+    env_file.chmod(0o600)
+    record = tmp_path / "record"
+    env = job_env(tmp_path, SWEEPS_STORAGE=None, MLFLOW_TRACKING_URI=None, SWEEPS_ENV_FILE=str(env_file),
+                  SWEEPS_BIN=str(_fake_sweeps(tmp_path)), FAKE_RECORD=str(record))
+    assert jobs.run(PREPARE, tmp_path, env, "prepare.out", timeout=30) == 0, _log(tmp_path, "prepare.out")
+    args, got = _recorded(record)
+    assert args == ["prepare", "cfg.yaml"]
+    assert got["MLFLOW_TRACKING_USERNAME"] == "sweeps-worker" and got["MLFLOW_TRACKING_PASSWORD"] == MLFLOW_SECRET
+    assert MLFLOW_SECRET not in (tmp_path / "prepare.out").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", [SWEEP, PREPARE], ids=lambda p: p.name)
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o700 | 0o020])
+def test_an_env_file_others_may_read_is_refused_with_one_line(jobs: Jobs, tmp_path: Path, script: Path,
+                                                              mode: int) -> None:
+    env_file = tmp_path / "sweeps.env"
+    env_file.write_text(f"MLFLOW_TRACKING_PASSWORD={MLFLOW_SECRET}\n")
+    env_file.chmod(mode)
+    record = tmp_path / "record"
+    env = job_env(tmp_path, SWEEPS_ENV_FILE=str(env_file), SWEEPS_BIN=str(_fake_sweeps(tmp_path)),
+                  FAKE_RECORD=str(record))
+    rc = jobs.run(script, tmp_path, env, "job.out", timeout=30)
+    out = (tmp_path / "job.out").read_text().strip()
+    assert rc == 2, out
+    assert len(out.splitlines()) == 1 and "SWEEPS_ENV_FILE" in out and "chmod 600" in out, out
+    assert not record.exists(), "sweeps was started"
+    env_file.chmod(0o400)  # read-only for its owner: fine
+    assert jobs.run(script, tmp_path, env, "job.out", timeout=30) == 0, _log(tmp_path, "job.out")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_an_env_file_of_another_user_is_refused(jobs: Jobs, tmp_path: Path) -> None:
+    env_file = tmp_path / "sweeps.env"
+    env_file.write_text("SECRET_FROM_FILE=yes\n")
+    env_file.chmod(0o600)
+    os.chown(env_file, 65534, 65534)  # nobody: root can still read it, but it is not the job's own file
+    env = job_env(tmp_path, SWEEPS_ENV_FILE=str(env_file), SWEEPS_BIN=str(_fake_sweeps(tmp_path)),
+                  FAKE_RECORD=str(tmp_path / "record"))
+    assert jobs.run(SWEEP, tmp_path, env, "job.out", timeout=30) == 2
+    assert "must be yours" in (tmp_path / "job.out").read_text()
+
+
+def _readme_block(marker: str) -> str:
+    """The fenced bash block of deploy/slurm/README.md that holds ``marker``."""
+    text = (SLURM_DIR / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"^```bash\n(.*?)^```", text, re.DOTALL | re.MULTILINE) if marker in b]
+    return block
+
+
+@pytest.mark.slow
+def test_the_readme_recipe_writes_an_env_file_the_jobs_accept(jobs: Jobs, tmp_path: Path) -> None:
+    """The README's commands (all but the submit line, with $HOME here and the password typed on stdin) make a
+    file readable by its owner only, holding the password, which sweep.sbatch passes to sweeps; the password
+    appears in no argument of any command of the recipe."""
+    block = _readme_block("read -rsp")
+    lines = block.strip().splitlines()
+    assert "submit.sh" in lines[-1]
+    recipe = "\n".join(lines[:-1]) + "\n"
+    assert MLFLOW_SECRET not in recipe
+    home = tmp_path / "home"
+    home.mkdir()
+    done = subprocess.run(["bash", "-c", recipe], env={**os.environ, "HOME": str(home)}, input=MLFLOW_SECRET + "\n",
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    env_file = home / "sweeps.env"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    assert f"MLFLOW_TRACKING_PASSWORD={MLFLOW_SECRET}" in env_file.read_text().splitlines()
+    record = tmp_path / "record"
+    env = job_env(tmp_path, SWEEPS_STORAGE=None, MLFLOW_TRACKING_URI=None, SWEEPS_ENV_FILE=str(env_file),
+                  SWEEPS_BIN=str(_fake_sweeps(tmp_path)), FAKE_RECORD=str(record))
+    assert jobs.run(SWEEP, tmp_path, env, "job.out", timeout=30) == 0, _log(tmp_path, "job.out")
+    _, got = _recorded(record)
+    assert got["MLFLOW_TRACKING_USERNAME"] == "sweeps-worker" and got["MLFLOW_TRACKING_PASSWORD"] == MLFLOW_SECRET
 
 
 @pytest.mark.slow
@@ -470,7 +573,7 @@ def _fake_bin(tmp_path: Path) -> Path:
 def _submit(tmp_path: Path, *args: str, **env_extra: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
     fake = _fake_bin(tmp_path)
     env = sw.clean_env(SWEEPS_STORAGE="postgresql+psycopg2://sweeps@db/optuna", MLFLOW_TRACKING_URI="http://t:5000",
-                       FAKE_DIR=str(fake))
+                       FAKE_DIR=str(fake), PGPASSWORD=None)
     env["PATH"] = f"{fake}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
     env.update(env_extra)
     env = {k: v for k, v in env.items() if v is not None}
@@ -535,3 +638,43 @@ def test_submit_is_executable_and_the_batch_scripts_start_with_bash() -> None:
     for script in SCRIPTS:
         assert script.read_text().startswith("#!/bin/bash\n"), script.name
     assert shutil.which("bash"), "bash is needed to run these scripts"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("var", ["PGPASSWORD", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"])
+def test_submit_refuses_a_password_in_its_environment(tmp_path: Path, var: str) -> None:
+    """sbatch --export=ALL would give it to SLURM, which keeps a job's environment: it belongs in the env file."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "cfg.yaml").write_text("name: tiny\n")
+    proc, calls = _submit(tmp_path, "cfg.yaml", **{var: MLFLOW_SECRET})
+    assert proc.returncode == 2 and calls == []
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1 and var in line and "SWEEPS_ENV_FILE" in line, proc.stderr
+    assert MLFLOW_SECRET not in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_submit_passes_the_env_file_by_its_path_and_never_its_passwords(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "cfg.yaml").write_text("name: tiny\n")
+    env_file = tmp_path / "sweeps.env"
+    env_file.write_text(f"MLFLOW_TRACKING_USERNAME=sweeps-worker\nMLFLOW_TRACKING_PASSWORD={MLFLOW_SECRET}\n")
+    env_file.chmod(0o600)
+    proc, calls = _submit(tmp_path, "cfg.yaml", SWEEPS_STORAGE=None, MLFLOW_TRACKING_URI=None,
+                          SWEEPS_ENV_FILE=str(env_file))
+    assert proc.returncode == 0, proc.stderr
+    assert len(calls) == 2
+    assert not any(MLFLOW_SECRET in arg for call in calls for arg in call)
+    assert MLFLOW_SECRET not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_submit_refuses_an_env_file_others_may_read(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "cfg.yaml").write_text("name: tiny\n")
+    env_file = tmp_path / "sweeps.env"
+    env_file.write_text(f"MLFLOW_TRACKING_PASSWORD={MLFLOW_SECRET}\n")
+    env_file.chmod(0o644)
+    proc, calls = _submit(tmp_path, "cfg.yaml", SWEEPS_ENV_FILE=str(env_file))
+    assert proc.returncode == 2 and calls == []
+    assert "chmod 600" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -143,7 +143,7 @@ def test_docker_compose_file_is_valid_and_runs_the_tested_commands():
     doc = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     jsonschema.Draft201909Validator(schema).validate(doc)  # the schema's $schema URL is malformed
     services = doc["services"]
-    assert set(services) == {"postgres", "pgbouncer", "mlflow", "prepare", "worker"}
+    assert set(services) == {"postgres", "pgbouncer", "mlflow", "mlflow-users", "prepare", "worker"}
     assert services["mlflow"]["command"].split()[:2] == ["mlflow", "server"]
     assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://sweeps@pgbouncer:6432/")
     assert "sweeps prepare" in " ".join(services["prepare"]["command"])
