@@ -359,15 +359,8 @@ def test_a_population_member_failed_elsewhere_is_dropped_and_the_others_go_on(sw
 def test_an_error_escaping_a_trial_fails_that_trial_and_the_worker_goes_on(sw):
     """Something the objective did not expect (here: a permanent MLflow error raised at a run's end) ends that
     trial FAIL with the error as its reason; the worker tells it and takes the next trial, it does not die."""
-    import threading
 
-    import optuna
 
-    from sweeps.config import parse_config
-    from sweeps.engine.data import load_data
-    from sweeps.engine.objective import Objective
-    from sweeps.engine.worker import _Loop
-    from sweeps.study.samplers import build_pruner, build_sampler
 
     class RefusesTrialZerosEnd(sw.RecordingTracker):
         def finish(self, run_id: str, state: str, reason: str = "", status: str = "", **kw: Any) -> None:
@@ -375,18 +368,9 @@ def test_an_error_escaping_a_trial_fails_that_trial_and_the_worker_goes_on(sw):
                 raise RuntimeError("BAD_REQUEST: duplicate key value violates unique constraint metric_pk")
             super().finish(run_id, state, reason, status, **kw)
 
-    cfg = parse_config(sw.merge(sw.BASE_CONFIG, {"study": {"n_trials": 2, "pruner": {"__replace__": True,
-                                                                                      "name": "none"}}}))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(study_name=cfg.name, storage=storage, direction=cfg.objective.direction,
-                                sampler=build_sampler(cfg), pruner=build_pruner(cfg))
-    for _ in range(2):
-        study.enqueue_trial({})
-    tracker, stop = RefusesTrialZerosEnd(), threading.Event()
-    objective = Objective(cfg, load_data(cfg.data, cfg.seed), tracker, None, artifacts="none",
-                          interrupt_flag=stop.is_set, names_worker=False)
-    assert _Loop(cfg, study, storage, objective, tracker, stop).run(None) == 0
+    tracker = RefusesTrialZerosEnd()
+    study, loop = _loop_on_slots(sw, 2, tracker)
+    assert loop.run(None) == 0
     first, second = sorted(study.trials, key=lambda t: t.number)
     assert first.state.name == "FAIL" and first.user_attrs["reason"].startswith("RuntimeError: BAD_REQUEST")
     assert second.state.name == "COMPLETE" and tracker.ends["run-1"][0] == "COMPLETE"
@@ -397,18 +381,12 @@ def test_a_refused_credential_stops_the_worker_at_once_and_puts_its_trial_back(s
     """The tracking server answers 401 mid-sweep (a password rotated): no wait for tracking_outage_s, no trial
     failed through its own fault. The worker stops with 77 after that trial; the trial is failed with the refused
     reason and a copy of its point waits for a worker with good credentials."""
-    import threading
 
-    import optuna
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import UNAUTHENTICATED
 
     from sweeps import names
-    from sweeps.config import parse_config
-    from sweeps.engine.data import load_data
-    from sweeps.engine.objective import Objective
-    from sweeps.engine.worker import EXIT_TRACKING_REFUSED, _Loop
-    from sweeps.study.samplers import build_pruner, build_sampler
+    from sweeps.engine.worker import EXIT_TRACKING_REFUSED
 
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
@@ -428,18 +406,8 @@ def test_a_refused_credential_stops_the_worker_at_once_and_puts_its_trial_back(s
                 raise refusal
             super().log_epoch(run_id, values, step, **kw)
 
-    cfg = parse_config(sw.merge(sw.BASE_CONFIG, {"study": {"n_trials": 3, "pruner": {"__replace__": True,
-                                                                                      "name": "none"}}}))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(study_name=cfg.name, storage=storage, direction=cfg.objective.direction,
-                                sampler=build_sampler(cfg), pruner=build_pruner(cfg))
-    for _ in range(3):
-        study.enqueue_trial({})
-    tracker, stop = Refusing(), threading.Event()
-    objective = Objective(cfg, load_data(cfg.data, cfg.seed), tracker, None, artifacts="none",
-                          interrupt_flag=stop.is_set, names_worker=False)
-    assert _Loop(cfg, study, storage, objective, tracker, stop).run(None) == EXIT_TRACKING_REFUSED
+    study, loop = _loop_on_slots(sw, 3, Refusing())
+    assert loop.run(None) == EXIT_TRACKING_REFUSED
     by_state: dict[str, list] = {}
     for t in study.get_trials(deepcopy=False):
         by_state.setdefault(t.state.name, []).append(t)
@@ -450,3 +418,29 @@ def test_a_refused_credential_stops_the_worker_at_once_and_puts_its_trial_back(s
     assert names.is_infrastructure_failure(refused.user_attrs["reason"])
     assert len(by_state["WAITING"]) == 3  # the two untouched slots and the put-back copy
     assert "COMPLETE" not in by_state
+
+
+def _loop_on_slots(sw: Any, n_trials: int, tracker: Any) -> tuple[Any, Any]:
+    """An in-memory study of ``n_trials`` enqueued slots (no pruner) and a worker loop on it with ``tracker``."""
+    import threading
+
+    import optuna
+
+    from sweeps.config import parse_config
+    from sweeps.engine.data import load_data
+    from sweeps.engine.objective import Objective
+    from sweeps.engine.worker import _Loop
+    from sweeps.study.samplers import build_pruner, build_sampler
+
+    cfg = parse_config(sw.merge(sw.BASE_CONFIG, {"study": {"n_trials": n_trials,
+                                                           "pruner": {"__replace__": True, "name": "none"}}}))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name=cfg.name, storage=storage, direction=cfg.objective.direction,
+                                sampler=build_sampler(cfg), pruner=build_pruner(cfg))
+    for _ in range(n_trials):
+        study.enqueue_trial({})
+    stop = threading.Event()
+    objective = Objective(cfg, load_data(cfg.data, cfg.seed), tracker, None, artifacts="none",
+                          interrupt_flag=stop.is_set, names_worker=False)
+    return study, _Loop(cfg, study, storage, objective, tracker, stop)
