@@ -419,6 +419,26 @@ class MlflowServer:
         return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": self.auth.admin_password,
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": self.auth.secret_key}
 
+    def status_of(self, path: str, login: tuple[str, str] | None = None, body: dict | None = None,
+                  timeout: float = 30) -> int:
+        """The HTTP status of one request to the server (``GET``, or ``POST`` of ``body`` as JSON), with a
+        basic-auth ``login`` (user, password) or none."""
+        import base64
+        import json
+        import urllib.error
+
+        request = urllib.request.Request(self.url + path, method="GET" if body is None else "POST",
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        if login is not None:
+            request.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                resp.read()
+                return resp.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
     def running(self) -> bool:
         """Whether any live process of the server's group is left."""
         return self._proc is not None and bool(group_members(self._proc.pid))

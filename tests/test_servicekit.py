@@ -7,7 +7,6 @@ test starts its own, on SQLite stores.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import os
 import socket
@@ -55,23 +54,13 @@ def _database_exists(name: str) -> bool:
         conn.close()
 
 
+SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
 def _health(base: str, timeout: float = 10) -> int:
     with urllib.request.urlopen(base + "/health", timeout=timeout) as resp:
         resp.read()
         return resp.status
-
-
-def _api_status(base: str, login: tuple[str, str] | None = None) -> int:
-    """The HTTP status of a tracking API read (search experiments), with a basic-auth login or none."""
-    request = urllib.request.Request(base + "/api/2.0/mlflow/experiments/search?max_results=1")
-    if login is not None:
-        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            resp.read()
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
 
 
 def _is_timeout(err: BaseException) -> bool:
@@ -211,9 +200,9 @@ def test_basic_auth_server_needs_a_login_except_for_health(tmp_path: Path) -> No
                       auth=auth) as srv:
         assert srv.command[srv.command.index("--app-name") + 1] == "basic-auth"
         assert srv.healthy() and _health(srv.url) == 200
-        assert _api_status(srv.url) == 401
-        assert _api_status(srv.url, (auth.admin_username, auth.admin_password + "x")) == 401
-        assert _api_status(srv.url, (auth.admin_username, auth.admin_password)) == 200
+        assert srv.status_of(SEARCH) == 401
+        assert srv.status_of(SEARCH, (auth.admin_username, auth.admin_password + "x")) == 401
+        assert srv.status_of(SEARCH, (auth.admin_username, auth.admin_password)) == 200
         assert srv.client_env() == {"MLFLOW_TRACKING_URI": srv.url, "MLFLOW_TRACKING_USERNAME": auth.admin_username,
                                     "MLFLOW_TRACKING_PASSWORD": auth.admin_password}
         # the secrets are in the server's environment, not in this process's nor in the ini it reads
@@ -229,6 +218,6 @@ def test_basic_auth_server_needs_a_login_except_for_health(tmp_path: Path) -> No
 
         srv.kill()
         srv.restart()
-        assert _api_status(srv.url) == 401
-        assert _api_status(srv.url, (auth.admin_username, auth.admin_password)) == 200
+        assert srv.status_of(SEARCH) == 401
+        assert srv.status_of(SEARCH, (auth.admin_username, auth.admin_password)) == 200
     assert not srv.running()

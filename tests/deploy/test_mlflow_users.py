@@ -13,14 +13,10 @@ PostgreSQL behind a real PgBouncer with the shipped settings, as the recipes do.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import secrets
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,17 +71,7 @@ def new_user() -> tuple[str, str]:
 
 def status(server: MlflowServer, path: str, login: tuple[str, str] | None = None, body: dict | None = None) -> int:
     """The HTTP status of one request to the tracking API, with a basic-auth login or none."""
-    request = urllib.request.Request(server.url + path, method="GET" if body is None else "POST",
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    if login is not None:
-        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            resp.read()
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
+    return server.status_of(path, login, body)
 
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"

@@ -19,9 +19,6 @@ import json
 import os
 import secrets
 import subprocess
-import urllib.error
-import urllib.request
-from base64 import b64encode
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,32 +156,20 @@ def test_without_or_with_wrong_credentials_run_and_history_stop_at_once_with_one
         assert _admin_client(server).get_experiment_by_name("sweeps/secure-refused") is None  # nothing created
 
 
-def _request(url: str, body: dict, auth: tuple[str, str] | None = None) -> int:
-    headers = {"Content-Type": "application/json"}
-    if auth is not None:
-        headers["Authorization"] = "Basic " + b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
-
-
 def test_a_request_without_credentials_cannot_create_or_change_a_run(server) -> None:
     with _as(server.client_env(WORKER, server.worker_password)):
         client = _admin_client(server)
         exp_id = client.create_experiment(f"sweeps/unauthenticated-{secrets.token_hex(4)}")
         run_id = client.create_run(exp_id).info.run_id
-    api = server.url + "/api/2.0/mlflow"
+    api = "/api/2.0/mlflow"
     for auth in (None, (WORKER, "wrong-password-1")):
-        assert _request(f"{api}/runs/create", {"experiment_id": exp_id}, auth) == 401
-        assert _request(f"{api}/runs/log-metric", {"run_id": run_id, "key": "m", "value": 1.0, "timestamp": 0,
-                                                   "step": 0}, auth) == 401
-        assert _request(f"{api}/runs/update", {"run_id": run_id, "status": "FAILED"}, auth) == 401
-        assert _request(f"{api}/experiments/create", {"name": f"intruder-{secrets.token_hex(4)}"}, auth) == 401
-    assert _request(f"{api}/runs/log-metric", {"run_id": run_id, "key": "ok", "value": 2.0, "timestamp": 0,
-                                               "step": 0}, (WORKER, server.worker_password)) == 200  # the oracle
+        assert server.status_of(f"{api}/runs/create", auth, {"experiment_id": exp_id}) == 401
+        assert server.status_of(f"{api}/runs/log-metric", auth, {"run_id": run_id, "key": "m", "value": 1.0,
+                                                                 "timestamp": 0, "step": 0}) == 401
+        assert server.status_of(f"{api}/runs/update", auth, {"run_id": run_id, "status": "FAILED"}) == 401
+        assert server.status_of(f"{api}/experiments/create", auth, {"name": f"intruder-{secrets.token_hex(4)}"}) == 401
+    assert server.status_of(f"{api}/runs/log-metric", (WORKER, server.worker_password),  # the oracle: a good login
+                            {"run_id": run_id, "key": "ok", "value": 2.0, "timestamp": 0, "step": 0}) == 200
     with _as(server.client_env()):
         run = _admin_client(server).get_run(run_id)
         assert run.data.metrics == {"ok": 2.0} and run.info.status == "RUNNING"
@@ -235,7 +220,7 @@ def test_a_canary_password_is_never_shown_stored_or_logged(server, tmp_path) -> 
         ok(["validate", cfg])
         ok(["prepare", cfg])
         shown = ok(["run", cfg])  # with its progress lines
-        assert f"postgresql+psycopg2://postgres:***@" in shown.stdout and f"{user}:***@" in shown.stdout
+        assert "postgresql+psycopg2://postgres:***@" in shown.stdout and f"{user}:***@" in shown.stdout
         ok(["status", "secure-canary"])
         ok(["best", "secure-canary", "--json"])
         ok(["trials", "secure-canary", "-o", str(work / "trials.csv")])
