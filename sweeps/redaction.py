@@ -76,10 +76,21 @@ def _secret_variable(name: str) -> bool:
     return upper in SECRET_VARIABLES or upper.endswith(("PASSWORD", "_TOKEN", "SECRET_KEY"))
 
 
+def _snapshot(environ: Any) -> dict[str, str]:
+    """A copy of ``environ``. Another thread may change ``os.environ`` meanwhile (MLflow's telemetry thread unsets a
+    variable of its own): a copy that fails for that is taken again."""
+    for _ in range(5):
+        try:
+            return dict(environ.items())
+        except (KeyError, RuntimeError):
+            continue
+    return {}
+
+
 def known_secrets(urls: Iterable[str | None] = (), environ: Any = None) -> list[str]:
     """The literal secrets in effect: the passwords of ``urls`` and of the URL variables
     (:data:`URL_VARIABLES`), and the values of the secret variables of ``environ`` (default ``os.environ``)."""
-    env = os.environ if environ is None else environ
+    env = _snapshot(os.environ) if environ is None else environ
     found: list[str] = []
     for url in [*urls, *(env.get(name) for name in URL_VARIABLES)]:
         pw = url_password(url) if url else None

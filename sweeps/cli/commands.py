@@ -14,6 +14,7 @@ error (:mod:`sweeps.cli.options`), never a traceback, and never a password (:mod
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ def main(ctx: click.Context, debug: bool) -> None:
     import logging
 
     ctx.meta["sweeps.debug"] = debug
+    # MLflow's telemetry (usage reports to Databricks) stays off in sweeps' own processes, the workers included,
+    # unless the user says otherwise: on a machine without internet its thread gives up and changes os.environ
+    # under the threads that are sending runs (seen: a request failing with KeyError '_MLFLOW_TELEMETRY_SESSION_ID').
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     for name in ("mlflow", "alembic"):  # the CLI's own process: MLflow's INFO lines are noise here
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -122,3 +122,21 @@ def test_no_password_survives_in_any_url(user: str, password: str, host: str) ->
     shown = redact_url(url)
     assert shown == f"postgresql+psycopg2://{user}:{MASK}@{host}/db"
     assert url_password(url) == password
+
+
+def test_known_secrets_survive_an_environment_changed_by_another_thread() -> None:
+    """MLflow's telemetry thread unsets a variable while other threads read os.environ: a copy that fails
+    (KeyError) is taken again, not raised into whatever was being shown."""
+    from sweeps.redaction import _snapshot
+
+    class Racing(dict):
+        tries = 0
+
+        def items(self):  # the first copy meets a variable unset meanwhile
+            Racing.tries += 1
+            if Racing.tries == 1:
+                raise KeyError("_MLFLOW_TELEMETRY_SESSION_ID")
+            return super().items()
+
+    env = Racing(PGPASSWORD="racingpw1")
+    assert _snapshot(env) == {"PGPASSWORD": "racingpw1"} and Racing.tries == 2
