@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,9 +51,8 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _sweeps(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    from conftest import sweeps_cmd
-
-    return subprocess.run(sweeps_cmd(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "sweeps", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def _describe(p: subprocess.CompletedProcess) -> str:
