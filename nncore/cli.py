@@ -16,8 +16,11 @@ prints epochs 0 to 3; with ``--json`` its line lacks the keys that describe an
 epoch's change, such as ``train/decay_factor``).
 
 Uses argparse and the standard library only (plus NumPy through nncore).
-Invalid arguments exit with status 2 and a message naming the argument;
-divergence exits with status 1.
+
+Exit codes: 0 trained; 1 training diverged (the line names the epoch, the layer and the values); 2 bad
+input: an invalid option or value, a ``--mnist`` directory without the IDX files, a ``--save`` path that
+cannot be written; 130 interrupted (Ctrl-C). Every failure is one line on standard error,
+``python -m nncore: error: ...``, naming the option and the value it got (no usage text, no traceback).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import json
 import math
 import os
 import sys
-from typing import IO, Sequence
+from typing import IO, NoReturn, Sequence
 
 import numpy as np
 
@@ -52,10 +55,30 @@ DEFAULT_BATCH_SIZE = 10
 DEFAULT_EPOCHS = 30
 
 
+#: The exit codes (module docstring).
+EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (argparse's own prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        error_line(self.prog, message)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def error_line(prog: str, message: str) -> None:
+    """Print ``PROG: error: MESSAGE`` on one line to standard error."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="python -m nncore",
         description="Train a Nielsen-style feed-forward network with mini-batch SGD and print per-epoch records.",
+        epilog="exit codes: 0 trained; 1 training diverged; 2 bad input (an option or its value, a --mnist "
+        "directory without the IDX files, a --save path that cannot be written); 130 interrupted. A failure is one "
+        "'error:' line on standard error.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     layers = p.add_mutually_exclusive_group()
@@ -156,13 +179,20 @@ def run(args: argparse.Namespace, out: IO[str] | None = None) -> TrainResult:
     """
     out = sys.stdout if out is None else out
     config = _config(args)  # validates eta, lmbda, batch size, epochs, momentum before loading data
+    if args.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
     all_sizes = parse_sizes(args.sizes) if getattr(args, "sizes", None) is not None else None
     hidden = all_sizes[1:-1] if all_sizes is not None else args.hidden
     if any(h < 1 for h in hidden):
-        raise ValueError(f"hidden sizes must be positive integers, got {hidden}")
+        raise ValueError(f"--hidden sizes must be positive integers, got {hidden}")
     if args.save is not None and importlib.util.find_spec("nncore.io") is None:
         raise ValueError("--save needs nncore.io, which is not available")
-    data = _load(args)
+    try:
+        data = _load(args)
+    except (ValueError, OSError) as exc:  # DatasetError is a ValueError
+        if args.mnist is None:
+            raise
+        raise ValueError(f"--mnist {args.mnist}: {exc}") from exc
     if data.eval is None:  # pragma: no cover - both loaders above make an eval split
         raise ValueError("the data set has no evaluation split")
     rng = np.random.default_rng(args.seed)
@@ -197,26 +227,32 @@ def run(args: argparse.Namespace, out: IO[str] | None = None) -> TrainResult:
     if args.save is not None:
         from nncore import io as nnio
 
-        path = nnio.save(net, args.save, extra={
-            "regularizer": config.regularizer.to_dict(), "n_train": data.train.n, "batch_size": config.batch_size,
-            "epoch": result.final.epoch, "eta": config.eta, "momentum": config.momentum, "seed": args.seed,
-            "data": data.name,
-        })
+        try:
+            path = nnio.save(net, args.save, extra={
+                "regularizer": config.regularizer.to_dict(), "n_train": data.train.n, "batch_size": config.batch_size,
+                "epoch": result.final.epoch, "eta": config.eta, "momentum": config.momentum, "seed": args.seed,
+                "data": data.name,
+            })
+        except OSError as exc:
+            raise OSError(f"--save {args.save}: cannot write the network ({exc.strerror or exc})") from exc
         print(f"# saved to {path}", file=sys.stderr if args.json else out)
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a usage error: one line, exit 2 (_OneLineParser)
     try:
         run(args)
     except BrokenPipeError:  # e.g. piped into `head`: stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep the interpreter from failing at exit
         return 1
     except DivergenceError as exc:
-        print(f"{parser.prog}: {exc}", file=sys.stderr)
-        return 1
+        error_line(parser.prog, str(exc))
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        error_line(parser.prog, "interrupted")
+        return EXIT_INTERRUPTED
     except (ValueError, ImportError, OSError) as exc:  # DatasetError is a ValueError
         parser.error(str(exc))  # exits with status 2
     return 0

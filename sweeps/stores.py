@@ -30,6 +30,7 @@ heartbeat); ``redis://`` a Redis journal.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -65,6 +66,9 @@ FLUSH_INTERVAL_S = 1.0
 DEFAULT_TRIAL_ARTIFACTS = "best"
 REQUEST_TIMEOUT_S = 10.0
 TRACKING_OUTAGE_S = 300.0
+#: Seconds a new PostgreSQL connection may take (libpq's ``connect_timeout``) unless the URL sets one: a host that
+#: does not answer (a firewall that drops packets) fails after this, instead of the operating system's minutes.
+CONNECT_TIMEOUT_S = 10
 
 
 #: MLflow HTTP settings for the launcher's own calls (prepare, repair, the parent run); workers
@@ -104,7 +108,14 @@ def read_mlflow_yml(path: str | Path | None = None) -> dict[str, Any]:
         if path is not None:
             raise ValueError(f"mlflow config {p} does not exist")
         return {}
-    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read mlflow config {p}: {getattr(err, 'strerror', None) or err}") from None
+    except yaml.YAMLError as err:
+        from sweeps.config import _yaml_problem
+
+        raise ValueError(f"invalid YAML in {p}: {_yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{p}: the top level must be a mapping, got {type(data).__name__}")
     allowed = set(MLFLOW_YML_KEYS)
@@ -153,7 +164,8 @@ def experiment_prefix(mlflow_yml: str | Path | None = None) -> str:
 
 
 def _mlflow_http_values(request_timeout_s: float, worker: bool) -> dict[str, str]:
-    values = dict(MLFLOW_HTTP_DEFAULTS, MLFLOW_HTTP_REQUEST_TIMEOUT=f"{request_timeout_s:g}")
+    # MLflow reads its timeout as whole seconds (an int): a fraction is rounded up, at least 1 s
+    values = dict(MLFLOW_HTTP_DEFAULTS, MLFLOW_HTTP_REQUEST_TIMEOUT=str(max(1, math.ceil(request_timeout_s))))
     values = {k: os.environ.get(k, v) for k, v in values.items()}  # the user's settings win
     if worker:  # the tracker retries, with its own back-off, without blocking training
         values["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
@@ -309,6 +321,75 @@ def require_sqlite_file(uri: str) -> None:
             raise FileNotFoundError(f"no MLflow SQLite database at {uri!r}")  # a SQLite URI holds no password
 
 
+class NotATrackingStore(OSError):
+    """The database holds no MLflow tracking store (a wrong URI), or is no database at all: nothing is read, nothing
+    is created."""
+
+
+#: The tracking URI schemes MLflow's client opens (besides those of installed ``mlflow.tracking_store`` plugins):
+#: a directory (no scheme, ``file``), a database (:data:`DB_SCHEMES`), a server, Databricks.
+TRACKING_SCHEMES = ("", "file", "http", "https", *DB_SCHEMES, "databricks", "databricks-uc", "uc")
+
+
+def check_tracking_scheme(tracking_uri: str) -> None:
+    """``ValueError`` naming the URI (password masked) and the schemes MLflow opens, for a scheme it does not."""
+    kind = scheme(tracking_uri)
+    if kind in TRACKING_SCHEMES:
+        return
+    from importlib.metadata import entry_points
+
+    if kind in {ep.name for ep in entry_points(group="mlflow.tracking_store")}:
+        return
+    from sweeps.redaction import redact_url
+
+    raise ValueError(f"unsupported tracking URI {redact_url(tracking_uri)!r} (scheme {kind!r}): give one of "
+                     f"{', '.join(s + '://' for s in TRACKING_SCHEMES if s)} or a directory")
+
+
+def require_tracking_store(tracking_uri: str, *, reader: bool = True) -> None:
+    """Refuse a database tracking URI that MLflow's client would create or change, or could not open.
+
+    ``reader`` (the reading commands, ``sweeps ui``): a SQLite file that does not exist is refused
+    (``FileNotFoundError``) and so is a database without MLflow's tables (:class:`NotATrackingStore`: MLflow's
+    client would create its tables in it). Always: a SQLite file that is not a database
+    (:class:`NotATrackingStore`), a database that cannot be reached (:class:`TrackingUnavailable`). Checked on a
+    read-only connection (:func:`read_only_connection`); URIs of servers and directories are not checked here.
+    """
+    from sweeps.redaction import redact, redact_url
+
+    kind = scheme(tracking_uri)
+    if kind not in DB_SCHEMES:
+        return
+    if kind == "sqlite":
+        path = sqlite_path(tracking_uri)
+        if path is None or not Path(path).is_file():
+            if not reader:
+                return  # MLflow creates it
+            raise FileNotFoundError(f"no MLflow SQLite database at {tracking_uri!r} (the file {path or ':memory:'} "
+                                    f"does not exist); give --tracking-uri or MLFLOW_TRACKING_URI, or run from the "
+                                    f"directory where 'sweeps run' created it")
+    elif not reader:
+        return  # a server database: the writers open it themselves (and create MLflow's tables in a new one)
+    from sqlalchemy import exc as sa_exc
+
+    from sweeps import compat
+
+    try:
+        with read_only_connection(tracking_uri) as conn:
+            revision = compat.schema_revision(conn)
+    except sa_exc.SQLAlchemyError as err:
+        cause = err.orig if isinstance(err, sa_exc.DBAPIError) else err
+        text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        if "file is not a database" in text:
+            raise NotATrackingStore(f"{redact_url(tracking_uri)} is not an MLflow tracking database ({redact(text)}): "
+                                    f"give the tracking URI of the sweep's MLflow store") from err
+        raise TrackingUnavailable(f"cannot read the MLflow tracking database {redact_url(tracking_uri)}: "
+                                  f"{redact(text)}") from err
+    if revision is None and reader:  # MLflow's client would create its tables in it
+        raise NotATrackingStore(f"{redact_url(tracking_uri)} is not an MLflow tracking database (it has no MLflow "
+                                f"tables): give the tracking URI of the sweep's MLflow store")
+
+
 def sqlite_engine(database: str, *, pragma: str, begin: str, uri: bool = False, timeout: float = 5.0) -> Any:
     """A SQLAlchemy engine over pysqlite, without a pool, whose transactions start with ``begin``
     (``BEGIN``, ``BEGIN IMMEDIATE``) and whose connections run ``pragma`` first.
@@ -344,7 +425,9 @@ def read_only_connection(uri: str) -> Iterator[Any]:
         engine = sqlite_engine(target, uri=True, pragma="PRAGMA query_only = 1", begin="BEGIN")
         options: dict[str, Any] = {}
     elif kind in ("postgresql", "postgres"):
-        engine = sa.create_engine(uri, poolclass=NullPool)
+        # libpq waits for a host that does not answer as long as the operating system does: give up sooner
+        connect = {} if "connect_timeout=" in uri else {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+        engine = sa.create_engine(uri, poolclass=NullPool, **connect)
         options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
     else:
         engine = sa.create_engine(uri, poolclass=NullPool)

@@ -28,7 +28,7 @@ from sweeps.cli.options import (EXIT_INTERRUPTED, EXIT_NO_COMPLETE, EXIT_REFUSED
 from sweeps.cli.single import gradcheck, train
 from sweeps.config import ConfigError
 from sweeps.redaction import redact_url
-from sweeps.stores import HISTORY_METHODS, TRIAL_ARTIFACTS
+from sweeps.stores import HISTORY_METHODS, TRIAL_ARTIFACTS, require_tracking_store
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="nnsweeps")
@@ -105,7 +105,9 @@ def run(config: str, workers: int | None, n_trials: int | None, population: int 
         except ConfigError as err:
             _fail(str(err).replace("invalid sweep config (command line)", "invalid --population"))
             return
-    loc = _locations(storage, tracking_uri, mlflow_yml, cfg)
+    loc = _locations(storage, tracking_uri, mlflow_yml, cfg, tracking=not no_tracking)
+    if not no_tracking:
+        require_tracking_store(loc.tracking_uri, reader=False)  # a file that is not a database: one line, exit 3
     import optuna
 
     from sweeps.engine.runner import run_sweep
@@ -198,6 +200,7 @@ def prepare(config: str, storage: str | None, tracking_uri: str | None, mlflow_y
     """
     cfg = _config(config)
     loc = _locations(storage, tracking_uri, mlflow_yml, cfg)
+    require_tracking_store(loc.tracking_uri, reader=False)  # a file that is not a database: one line, exit 3
     import optuna
 
     from sweeps.engine.runner import prepare as prepare_sweep
@@ -245,7 +248,7 @@ def status(study: str | None, storage: str | None) -> None:
     from sweeps.study.budget import counts_of
     from sweeps.study.storage import open_storage
 
-    loc = _locations(storage, None, None)
+    loc = _locations(storage, None, None, tracking=False)
     _existing_storage(loc.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     st = open_storage(loc.storage, heartbeat=False, reader=True)
@@ -274,7 +277,7 @@ def status(study: str | None, storage: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def best(study: str, storage: str | None, as_json: bool) -> None:
     """The best trial of STUDY: value, params, MLflow run id."""
-    loc = _locations(storage, None, None)
+    loc = _locations(storage, None, None, tracking=False)
     s = _load_study(study, loc)
     try:
         t = s.best_trial
@@ -442,14 +445,14 @@ def plots(study: str, tracking_uri: str | None, mlflow_yml: str | None, trials: 
         _fail("--no-log needs --out (otherwise the plots would go nowhere)")
     loc = _locations(None, tracking_uri, mlflow_yml)
     log = None
-    if not no_log:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=loc.tracking_uri)
-
-        def log(run_id: str, path: Any) -> None:
-            client.log_artifact(run_id, str(path))
     with reading(loc):  # an unknown study or trial (LookupError): one line, exit 2 (OneLineGroup)
+        if not no_log:  # MLflow's client opens (and would create) its store: only once reading() checked it
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking_uri=loc.tracking_uri)
+
+            def log(run_id: str, path: Any) -> None:
+                client.log_artifact(run_id, str(path))
         drawn = draw_trial_plots(study, tracking_uri=loc.tracking_uri, experiment_name=loc.experiment_name(study),
                                  trials=list(trials) or None, best=best if trials or best else 5, out_dir=out_dir,
                                  log=log, method=method)
@@ -483,8 +486,10 @@ def ui(study: str | None, tracking_uri: str | None, mlflow_yml: str | None, port
     if loc.tracking_uri.startswith(("http://", "https://")):
         shown = redact_url(loc.tracking_uri)
         click.echo(f"the tracking URI is a server already: open {shown}")
-        echo_links(shown, loc.tracking_uri, loc.experiment_prefix, study, loc.request_timeout_s, strict=True)
+        with reading(loc, tracking=False):  # echo_links checks the server; a server that stops answering: one line
+            echo_links(shown, loc.tracking_uri, loc.experiment_prefix, study, loc.request_timeout_s, strict=True)
         return
+    require_tracking_store(loc.tracking_uri)  # the server would create a missing store, or its tables in a foreign one
     try:
         cmd, env, base_url = server_command(loc, host, port)
     except FileNotFoundError as err:

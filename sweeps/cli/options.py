@@ -82,7 +82,7 @@ def _tracking_uri_of(args: list[str]) -> str:
     try:
         return resolve_locations(tracking_uri=_option(args, "--tracking-uri"),
                                  mlflow_yml=_option(args, "--mlflow-config")).tracking_uri
-    except (ValueError, OSError):
+    except Exception:  # noqa: BLE001 - a bad mlflow.yml: its own error line says so; this must not raise
         return os.environ.get("MLFLOW_TRACKING_URI", "")
 
 
@@ -149,15 +149,19 @@ def _config(path: str) -> SweepConfig:
 
 
 def _locations(storage: str | None, tracking_uri: str | None, mlflow_yml: str | None,
-               cfg: SweepConfig | None = None) -> Any:
-    from sweeps.stores import resolve_locations
+               cfg: SweepConfig | None = None, *, tracking: bool = True) -> Any:
+    """The resolved locations (:func:`sweeps.stores.resolve_locations`); a bad ``mlflow.yml`` or, for a command
+    that uses MLflow (``tracking``), a tracking URI of a scheme MLflow does not open: one line, exit 2."""
+    from sweeps.stores import check_tracking_scheme, resolve_locations
 
     try:
-        return resolve_locations(storage=storage, tracking_uri=tracking_uri, mlflow_yml=mlflow_yml,
-                                 config_storage=cfg.study.storage if cfg else None)
+        loc = resolve_locations(storage=storage, tracking_uri=tracking_uri, mlflow_yml=mlflow_yml,
+                                config_storage=cfg.study.storage if cfg else None)
+        if tracking:
+            check_tracking_scheme(loc.tracking_uri)
+        return loc
     except ValueError as err:
         _fail(str(err))
-
 
 
 @contextlib.contextmanager
@@ -166,11 +170,44 @@ def reading(loc: Any, *, tracking: bool = True) -> Iterator[None]:
 
     The tracking server (an ``http(s)://`` URI) must answer ``GET /health`` within ``request_timeout_s``
     (``mlflow.yml``, default 10 s) before anything is read, and MLflow's own HTTP retries are bounded inside
-    the block (:func:`sweeps.stores.mlflow_http_settings`: a few seconds, not MLflow's minutes).
+    the block (:func:`sweeps.stores.mlflow_http_settings`: a few seconds, not MLflow's minutes); a server that
+    stops answering inside it is one line naming it (:class:`~sweeps.stores.TrackingUnavailable`). A tracking
+    database must exist and be MLflow's (:func:`sweeps.stores.require_tracking_store`): MLflow's client would
+    create it, or its tables in it. ``tracking=False``: neither is checked here (the caller checks).
     """
-    from sweeps.stores import check_tracking_server, mlflow_http_settings
+    from sweeps.stores import check_tracking_server, mlflow_http_settings, require_tracking_store
 
     if tracking:
         check_tracking_server(loc.tracking_uri, timeout=loc.request_timeout_s)
+        require_tracking_store(loc.tracking_uri)  # a missing or foreign database: refused, never created or changed
     with mlflow_http_settings(loc.request_timeout_s):
-        yield
+        try:
+            yield
+        except Exception as err:
+            stopped = _unanswered(err)
+            if stopped is None:
+                raise
+            from sweeps.redaction import redact_url
+            from sweeps.stores import TrackingUnavailable
+
+            raise TrackingUnavailable(
+                f"the MLflow tracking server {redact_url(loc.tracking_uri)} stopped answering ({stopped}): check the "
+                f"server, or raise request_timeout_s in mlflow.yml (now {loc.request_timeout_s:g} s)") from err
+
+
+def _unanswered(err: BaseException) -> str | None:
+    """What an HTTP request of MLflow's client met when the server did not answer (a timeout, a refused or reset
+    connection: a ``requests`` connection error or timeout MLflow wrapped); None for any other failure."""
+    import re
+
+    import requests
+
+    seen = 0
+    while err is not None and seen < 5:
+        if isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            reason = getattr(err.args[0], "reason", None) if err.args else None  # urllib3's MaxRetryError
+            text = _first_line(reason if isinstance(reason, BaseException) else err)
+            return re.sub(r"^\w+ConnectionPool\([^)]*\): ", "", text)  # the host is named in the line already
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return None

@@ -42,7 +42,7 @@ from sweeps.names import TAG_ROLE, TAG_TRIAL_NUMBER
 from sweeps.query.base import ROLE_TRIAL, Unsupported, as_int, trial_or_missing
 from sweeps.redaction import redact_url
 from sweeps.query.frames import RAW_COLUMNS, empty_raw, typed_raw
-from sweeps.stores import DB_SCHEMES, read_only_connection, require_sqlite_file, scheme
+from sweeps.stores import DB_SCHEMES, NotATrackingStore, read_only_connection, require_sqlite_file, scheme
 
 __all__ = ["DB_SCHEMES", "NotATrackingStore", "SCHEMA_REVISIONS", "read_history", "require_sqlite_file", "schema_revision", "scheme"]
 
@@ -55,10 +55,6 @@ MAX_SQL_KEYS = 400
 
 # ------------------------------------------------------------------------------ connection
 
-
-
-class NotATrackingStore(OSError):
-    """The database holds no MLflow tracking store (a wrong URI): nothing is read, nothing is created."""
 
 
 def check_schema(conn: Any, uri: str = "the tracking database") -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sweeps import compat, names
 from sweeps.redaction import redact, redact_url
-from sweeps.stores import is_journal, journal_storage
+from sweeps.stores import CONNECT_TIMEOUT_S, is_journal, journal_storage
 
 _log = logging.getLogger("sweeps.storage")
 
@@ -52,9 +52,6 @@ POOL_SIZE = 1
 POOL_OVERFLOW = 1
 #: Seconds a call waits for the process's connection; past that it fails transiently and is retried.
 POOL_TIMEOUT_S = 30.0
-#: Seconds a new PostgreSQL connection may take (libpq's ``connect_timeout``): a host that does not answer
-#: (a firewall that drops packets) fails after this, transiently, instead of the operating system's minutes.
-CONNECT_TIMEOUT_S = 10
 
 
 def application_name(role: str) -> str:
@@ -89,7 +86,8 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
 
     ``reader`` (the reading commands): opening is retried :data:`READER_RETRIES` times, not
     :data:`STORAGE_RETRIES` (~20 s), and Optuna's tables are not created: a database without them is
-    refused as not a study database. A database that refuses the login, or does not exist, is not retried. Failing: :class:`StorageUnavailable` (the database failed, an ``OSError``) or ``ValueError``
+    refused as not a study database, and a SQLite file keeps its journal mode: nothing is written. A database that
+    refuses the login, or does not exist, is not retried. Failing: :class:`StorageUnavailable` (the database failed, an ``OSError``) or ``ValueError``
     (the URL is not one Optuna can open); both name the URL with its password masked.
     """
     import optuna
@@ -124,7 +122,9 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
                       heartbeat_stale_trial_callback=stale_trial_callback)
     if url.startswith("sqlite"):
         sqlite_journal()  # a bad $SWEEPS_SQLITE_JOURNAL is refused before anything is opened
-    cls = _sqlite_storage_class() if url.startswith("sqlite") else _retrying_storage_class()
+    # A reader changes no trial state and leaves a SQLite file's journal mode as it is (no switch to WAL: the file is
+    # not modified).
+    cls = _sqlite_storage_class() if url.startswith("sqlite") and not reader else _retrying_storage_class()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval

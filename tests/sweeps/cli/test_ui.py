@@ -84,6 +84,9 @@ def _health_ok(port: int) -> bool:
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
 def test_ui_signal_stops_the_whole_server_group(sw, signame: str, tmp_path: Path) -> None:
     """A signal to the `sweeps ui` process alone takes down the server it started, workers included: exit 130."""
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # ui opens an existing store
     port = free_port()
     log_path = tmp_path / "ui.log"
     with open(log_path, "wb") as log:
