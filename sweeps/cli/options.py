@@ -65,6 +65,12 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: Any = None, line: str | None = None) -> None:
+    """A warning as the CLI shows it: ``warning: <message>`` on one line (not Python's file, line and source)."""
+    click.echo(f"warning: {redact(one_line(str(message)))}", err=True)
+
+
 def _option(args: list[str], name: str) -> str | None:
     """The value of option ``name`` in a raw argument list (``--name VALUE`` or ``--name=VALUE``)."""
     for i, arg in enumerate(args):
@@ -123,7 +129,8 @@ class OneLineGroup(click.Group):
         with warnings.catch_warnings():  # click 8.2 deprecates protected_args; before 9.0, args hold them too
             warnings.simplefilter("ignore", DeprecationWarning)
             args = [*getattr(ctx, "protected_args", ()), *ctx.args]
-        with guard_output([arg for arg in args if "://" in arg]):
+        with guard_output([arg for arg in args if "://" in arg]), warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
             try:
                 return super().invoke(ctx)
             except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):

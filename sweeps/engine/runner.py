@@ -161,7 +161,7 @@ def _check_and_open_study(cfg: SweepConfig, loc: Locations, *, new_study: bool,
     name, the study and the launcher's one storage (one database connection for all the launcher does)."""
     load_data(cfg.data, cfg.seed)  # fails now (missing file, bad checksum) rather than in every worker
     if tracking:
-        check_tracking_server(loc.tracking_uri)
+        check_tracking_server(loc.tracking_uri, timeout=loc.request_timeout_s)
     build_sampler(cfg)  # a bad sampler or pruner option is refused before the storage is created
     build_pruner(cfg)
     storage = open_study_storage(cfg, loc.storage, role="launcher")

@@ -82,3 +82,25 @@ def test_a_library_error_of_a_store_is_unavailable_and_a_refusal_names_the_varia
     refused = MlflowException("API request failed with error code 401", error_code=UNAUTHENTICATED)
     code, line = failure_of(refused, "http://127.0.0.1:5000")
     assert code == EXIT_REFUSED == 5 and "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
+
+
+def test_a_warning_is_one_line_on_stderr_without_pythons_source_line(cli) -> None:
+    """Inside a command, a library's warning is ``warning: <message>``: no file name, no line of source."""
+    import warnings
+
+    import click
+
+    from sweeps.cli.commands import main
+
+    @main.command("warns-once")
+    def warns_once() -> None:
+        warnings.warn("method 'sql' cannot read postgresql://u:WarnCanary1@h/db: falling back", RuntimeWarning,
+                      stacklevel=1)
+        click.echo("done")
+
+    try:
+        r = cli("warns-once")
+    finally:
+        main.commands.pop("warns-once")
+    assert r.exit_code == 0 and r.stdout == "done\n"
+    assert r.stderr == "warning: method 'sql' cannot read postgresql://u:***@h/db: falling back\n"
