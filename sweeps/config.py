@@ -272,7 +272,7 @@ class SweepConfig(_Strict):
     """One study: what to train, what to vary, what to optimize."""
 
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
-    seed: Int = 0
+    seed: Annotated[Int, Field(ge=0)] = 0  # NumPy's SeedSequence takes non-negative ints only
     data: DataConfig = Field(default_factory=DataConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

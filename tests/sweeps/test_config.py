@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.config import CategoricalParam, ConfigError, FloatParam, load_config
+from sweeps.config import CategoricalParam, ConfigError, FloatParam, load_config, parse_config
 
 
 def config_error(sw, tmp_path: Path, changes: dict) -> str:
@@ -212,3 +212,14 @@ def test_a_storage_opened_without_heartbeat_settings_beats_like_a_config_without
     params = inspect.signature(open_storage).parameters
     assert (params["heartbeat_interval"].default, params["heartbeat_grace"].default) == \
         (study.heartbeat_interval, study.heartbeat_grace)
+
+
+def test_a_negative_seed_is_refused_before_any_trial_runs() -> None:
+    """NumPy's SeedSequence refuses it; accepted, every trial would fail in load_data."""
+    import numpy as np
+
+    with pytest.raises(ValueError):
+        np.random.SeedSequence(-1)  # the oracle
+    with pytest.raises(ConfigError, match=r"seed: .*greater than or equal to 0 \(got -1\)"):
+        parse_config({"name": "x", "seed": -1})
+    assert parse_config({"name": "x", "seed": 0}).seed == 0
