@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 from urllib.parse import quote, unquote
 
-__all__ = ["MASK", "MIN_LITERAL", "SECRET_VARIABLES", "Redactor", "guard_output", "known_secrets", "redact",
+__all__ = ["MASK", "MIN_LITERAL", "SECRET_VARIABLES", "Redactor", "first_line", "guard_output", "known_secrets", "redact",
            "redact_url", "url_password", "without_password"]
 
 MASK = "***"
@@ -129,6 +129,16 @@ def redact(text: Any, secrets: Iterable[str] | None = None) -> str:
     """``str(text)`` with every secret masked (the module docstring). ``secrets``: the literals to mask,
     default :func:`known_secrets` of the environment."""
     return Redactor(known_secrets() if secrets is None else secrets)(str(text))
+
+
+def first_line(err: BaseException) -> str:
+    """How an exception is shown in one line: the first non-blank line of its text (a ``KeyError``'s without
+    the quotes ``str`` gives it), else its type's name; every secret masked."""
+    text = str(err).strip()
+    if isinstance(err, KeyError) and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]  # str(KeyError("x")) is "'x'"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return redact(lines[0] if lines else type(err).__name__)
 
 
 class RedactingStream(io.TextIOBase):

@@ -264,10 +264,6 @@ def refused_message(tracking_uri: str, err: BaseException | None = None, environ
             f"MLFLOW_TRACKING_PASSWORD")
 
 
-class CredentialsRefused(PermissionError):
-    """The tracking server refused the credentials (HTTP 401/403): no retry can help (:func:`refused_message`)."""
-
-
 def check_tracking_server(tracking_uri: str, timeout: float = 5.0) -> None:
     """For an ``http(s)://`` tracking URI, require ``GET /health`` to answer before anything is created."""
     if not tracking_uri.startswith(("http://", "https://")):
@@ -355,7 +351,7 @@ def require_tracking_store(tracking_uri: str, *, reader: bool = True) -> None:
     (:class:`NotATrackingStore`), a database that cannot be reached (:class:`TrackingUnavailable`). Checked on a
     read-only connection (:func:`read_only_connection`); URIs of servers and directories are not checked here.
     """
-    from sweeps.redaction import redact, redact_url
+    from sweeps.redaction import first_line, redact_url
 
     kind = scheme(tracking_uri)
     if kind not in DB_SCHEMES:
@@ -378,13 +374,12 @@ def require_tracking_store(tracking_uri: str, *, reader: bool = True) -> None:
         with read_only_connection(tracking_uri) as conn:
             revision = compat.schema_revision(conn)
     except sa_exc.SQLAlchemyError as err:
-        cause = err.orig if isinstance(err, sa_exc.DBAPIError) else err
-        text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        text = first_line(err.orig if isinstance(err, sa_exc.DBAPIError) else err)
         if "file is not a database" in text:
-            raise NotATrackingStore(f"{redact_url(tracking_uri)} is not an MLflow tracking database ({redact(text)}): "
+            raise NotATrackingStore(f"{redact_url(tracking_uri)} is not an MLflow tracking database ({text}): "
                                     f"give the tracking URI of the sweep's MLflow store") from err
         raise TrackingUnavailable(f"cannot read the MLflow tracking database {redact_url(tracking_uri)}: "
-                                  f"{redact(text)}") from err
+                                  f"{text}") from err
     if revision is None and reader:  # MLflow's client would create its tables in it
         raise NotATrackingStore(f"{redact_url(tracking_uri)} is not an MLflow tracking database (it has no MLflow "
                                 f"tables): give the tracking URI of the sweep's MLflow store")

@@ -105,9 +105,7 @@ def run(config: str, workers: int | None, n_trials: int | None, population: int 
         except ConfigError as err:
             _fail(str(err).replace("invalid sweep config (command line)", "invalid --population"))
             return
-    loc = _locations(storage, tracking_uri, mlflow_yml, cfg, tracking=not no_tracking)
-    if not no_tracking:
-        require_tracking_store(loc.tracking_uri, reader=False)  # a file that is not a database: one line, exit 3
+    loc = _locations(storage, tracking_uri, mlflow_yml, cfg, tracking=not no_tracking, writer=True)
     import optuna
 
     from sweeps.engine.runner import run_sweep
@@ -199,8 +197,7 @@ def prepare(config: str, storage: str | None, tracking_uri: str | None, mlflow_y
     first so they do not race to create the study and its parent run.
     """
     cfg = _config(config)
-    loc = _locations(storage, tracking_uri, mlflow_yml, cfg)
-    require_tracking_store(loc.tracking_uri, reader=False)  # a file that is not a database: one line, exit 3
+    loc = _locations(storage, tracking_uri, mlflow_yml, cfg, writer=True)
     import optuna
 
     from sweeps.engine.runner import prepare as prepare_sweep

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from sweeps.config import ConfigError, SweepConfig, load_config
-from sweeps.redaction import guard_output, redact
+from sweeps.redaction import first_line, guard_output, redact
 
 EXIT_NO_COMPLETE, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_WORKER_DIED, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 #: The tracking server refused the credentials (HTTP 401/403): set MLFLOW_TRACKING_USERNAME / _PASSWORD.
@@ -57,14 +57,6 @@ STORE_MODULES = ("sqlalchemy", "psycopg2", "psycopg", "optuna.storages", "mlflow
                  "sqlite3", "alembic", "pymysql")
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    if isinstance(err, KeyError) and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        text = text[1:-1]  # str(KeyError("x")) is "'x'"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
-
-
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                       file: Any = None, line: str | None = None) -> None:
     """A warning as the CLI shows it: ``warning: <message>`` on one line (not Python's file, line and source)."""
@@ -101,22 +93,20 @@ def failure_of(err: BaseException, tracking_uri: str = "") -> tuple[int, str]:
     :data:`EXIT_UNAVAILABLE`; anything else -> :data:`EXIT_INTERNAL` (a bug: ``--debug`` shows where).
     """
     from nncore.datasets import DatasetError
-    from sweeps.stores import CredentialsRefused, refused_credentials, refused_message
+    from sweeps.stores import refused_credentials, refused_message
 
-    if isinstance(err, CredentialsRefused):
-        return EXIT_REFUSED, str(err)
     if isinstance(err, DatasetError):  # a data file that is missing or unreadable
-        return EXIT_UNAVAILABLE, _first_line(err)
+        return EXIT_UNAVAILABLE, first_line(err)
     if refused_credentials(err):
         return EXIT_REFUSED, refused_message(tracking_uri, err)
     module = type(err).__module__ or ""
     if isinstance(err, (ConfigError, LookupError)) or (isinstance(err, ValueError) and not module.startswith(
             STORE_MODULES)):
-        return EXIT_BAD_INPUT, _first_line(err)
+        return EXIT_BAD_INPUT, first_line(err)
     if isinstance(err, (OSError, DatasetError)) or module.startswith(STORE_MODULES):
         kind = "" if isinstance(err, OSError) and str(err) else f"{type(err).__name__}: "
-        return EXIT_UNAVAILABLE, kind + _first_line(err)
-    return EXIT_INTERNAL, (f"unexpected {type(err).__name__}: {_first_line(err)} (a bug of sweeps: rerun with "
+        return EXIT_UNAVAILABLE, kind + first_line(err)
+    return EXIT_INTERNAL, (f"unexpected {type(err).__name__}: {first_line(err)} (a bug of sweeps: rerun with "
                            f"'sweeps --debug ...' and report the traceback)")
 
 
@@ -139,7 +129,7 @@ class OneLineGroup(click.Group):
                 click.echo("error: interrupted", err=True)
                 sys.exit(EXIT_INTERRUPTED)
             except Exception as err:  # noqa: BLE001 - every failure becomes one line and an exit code
-                if ctx.meta.get("sweeps.debug") or os.environ.get("SWEEPS_DEBUG", "") not in ("", "0"):
+                if ctx.meta.get("sweeps.debug"):  # --debug, or SWEEPS_DEBUG (the option's envvar)
                     import traceback
 
                     traceback.print_exc()  # through the guard: masked too
@@ -156,19 +146,25 @@ def _config(path: str) -> SweepConfig:
 
 
 def _locations(storage: str | None, tracking_uri: str | None, mlflow_yml: str | None,
-               cfg: SweepConfig | None = None, *, tracking: bool = True) -> Any:
+               cfg: SweepConfig | None = None, *, tracking: bool = True, writer: bool = False) -> Any:
     """The resolved locations (:func:`sweeps.stores.resolve_locations`); a bad ``mlflow.yml`` or, for a command
-    that uses MLflow (``tracking``), a tracking URI of a scheme MLflow does not open: one line, exit 2."""
-    from sweeps.stores import check_tracking_scheme, resolve_locations
+    that uses MLflow (``tracking``), a tracking URI of a scheme MLflow does not open: one line, exit 2.
+
+    ``writer`` (``run``, ``prepare``, ``train``, with ``tracking``): a tracking database that is no database at all,
+    or cannot be reached, is refused before any work (:func:`sweeps.stores.require_tracking_store`: exit 3).
+    """
+    from sweeps.stores import check_tracking_scheme, require_tracking_store, resolve_locations
 
     try:
         loc = resolve_locations(storage=storage, tracking_uri=tracking_uri, mlflow_yml=mlflow_yml,
                                 config_storage=cfg.study.storage if cfg else None)
         if tracking:
             check_tracking_scheme(loc.tracking_uri)
-        return loc
     except ValueError as err:
         _fail(str(err))
+    if tracking and writer:
+        require_tracking_store(loc.tracking_uri, reader=False)
+    return loc
 
 
 @contextlib.contextmanager
@@ -213,7 +209,7 @@ def _unanswered(err: BaseException) -> str | None:
     while err is not None and seen < 5:
         if isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
             reason = getattr(err.args[0], "reason", None) if err.args else None  # urllib3's MaxRetryError
-            text = _first_line(reason if isinstance(reason, BaseException) else err)
+            text = first_line(reason if isinstance(reason, BaseException) else err)
             return re.sub(r"^\w+ConnectionPool\([^)]*\): ", "", text)  # the host is named in the line already
         err = err.__cause__ or err.__context__
         seen += 1

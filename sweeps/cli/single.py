@@ -48,11 +48,7 @@ def train(config: str, eta: float | None, lmbda: float | None, batch_size: int |
         cfg = parse_config(data, source="command line")
     except ConfigError as err:
         _fail(str(err))
-    loc = _locations(None, tracking_uri, mlflow_yml, cfg, tracking=not no_tracking)
-    if not no_tracking:
-        from sweeps.stores import require_tracking_store
-
-        require_tracking_store(loc.tracking_uri, reader=False)  # a file that is not a database: one line, exit 3
+    loc = _locations(None, tracking_uri, mlflow_yml, cfg, tracking=not no_tracking, writer=True)
     dataset = load_data(cfg.data, cfg.seed)
     tracker = None if no_tracking else Tracker(loc.tracking_uri, loc.experiment_name(cfg.name), loc.artifact_location)
     objective = Objective(cfg, dataset, tracker, parent_run_id=None)

@@ -15,7 +15,7 @@ import warnings
 from typing import Any
 
 from sweeps import compat, names
-from sweeps.redaction import redact, redact_url
+from sweeps.redaction import first_line, redact_url
 from sweeps.stores import CONNECT_TIMEOUT_S, is_journal, journal_storage
 
 _log = logging.getLogger("sweeps.storage")
@@ -137,11 +137,11 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
 
         if reader and _no_table(err):
             raise StorageUnavailable(f"{redact_url(url)} is not an Optuna study database (it has no Optuna tables: "
-                                     f"{redact(_first_line(err))})") from err
+                                     f"{_first_line(err)})") from err
         if isinstance(err, sa_exc.DBAPIError) or isinstance(err.__cause__, sa_exc.DBAPIError):
             raise StorageUnavailable(f"cannot open the Optuna storage {redact_url(url)}: "
-                                     f"{redact(_first_line(err))}") from err
-        raise ValueError(f"cannot open Optuna storage {redact_url(url)!r}: {redact(_first_line(err))}") from err
+                                     f"{_first_line(err)}") from err
+        raise ValueError(f"cannot open Optuna storage {redact_url(url)!r}: {_first_line(err)}") from err
     if "max_overflow" in engine_kwargs:
         compat.close_pool_overflow(storage)  # open: from now on one connection, never two
     return storage
@@ -248,24 +248,24 @@ def with_retries(call: Any, *, what: str, retries: int = STORAGE_RETRIES, sleep:
                 full_since = clock() if full_since is None else full_since
                 if clock() - full_since < full_wait_s:
                     _log.warning("the study's database has no connection left (%s); waiting %.1f s: %s", what,
-                                 delay, redact(_first_line(err)))
+                                 delay, _first_line(err))
                     sleep(delay)
                     delay = min(delay * 2, STORAGE_MAX_DELAY)
                     continue
             attempt += 1
             if attempt > retries:
                 raise StorageUnavailable(f"the study's storage failed {retries + 1} times in a row ({what}): "
-                                         f"{redact(_first_line(err))}") from err
+                                         f"{_first_line(err)}") from err
             _log.log(logging.WARNING if attempt >= 3 else logging.DEBUG,  # one dropped connection is routine
                      "storage error (%s), try %d of %d in %.1f s: %s", what, attempt, retries + 1, delay,
-                     redact(_first_line(err)))
+                     _first_line(err))
             sleep(delay)
             delay = min(delay * 2, STORAGE_MAX_DELAY)
 
 
 def _first_line(err: BaseException) -> str:
-    cause = err.__cause__ or err
-    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    """The one line of a storage error, masked: its cause's (Optuna wraps SQLAlchemy's errors)."""
+    return first_line(err.__cause__ or err)
 
 
 #: The ``BaseStorage`` / ``BaseHeartbeat`` methods that talk to the database (all retried), and the private

@@ -140,3 +140,15 @@ def test_known_secrets_survive_an_environment_changed_by_another_thread() -> Non
 
     env = Racing(PGPASSWORD="racingpw1")
     assert _snapshot(env) == {"PGPASSWORD": "racingpw1"} and Racing.tries == 2
+
+
+@pytest.mark.parametrize("err, shown", [
+    (ValueError("\n  bad value at postgresql://u:LineCanary1@h/db\n  [SQL: SELECT 1]\n"),
+     "bad value at postgresql://u:***@h/db"),
+    (KeyError("study 'x' not found"), "study 'x' not found"),  # without str(KeyError)'s quotes
+    (RuntimeError(""), "RuntimeError"),
+])
+def test_first_line_is_the_masked_first_line_of_an_exception(err, shown) -> None:
+    from sweeps.redaction import first_line
+
+    assert first_line(err) == shown
